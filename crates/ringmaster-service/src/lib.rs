@@ -1,0 +1,1 @@
+//! Write ringmaster (and Cyrus master) workers in Rust: accept loop, status notes, graceful exit.

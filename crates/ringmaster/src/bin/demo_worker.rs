@@ -1,0 +1,3 @@
+//! The demo worker: a small line-echo service built on ringmaster-service.
+
+fn main() {}

@@ -1,0 +1,6 @@
+//! ringmaster: a Unix service master that does the job of Cyrus IMAP's `master`.
+//!
+//! `config` reads cyrus.conf, `supervisor` decides (a pure state machine), `sys` does every
+//! syscall, `runtime` is the thin loop that joins them.
+
+pub mod config;
