@@ -74,7 +74,10 @@ pub struct RawNote {
 
 impl RawNote {
     pub fn new(message: Message, pid: i32) -> RawNote {
-        RawNote { code: message.code(), pid }
+        RawNote {
+            code: message.code(),
+            pid,
+        }
     }
 
     pub fn encode(self) -> [u8; NOTE_LEN] {

@@ -3,4 +3,6 @@
 //! `config` reads cyrus.conf, `supervisor` decides (a pure state machine), `sys` does every
 //! syscall, `runtime` is the thin loop that joins them.
 
+pub mod check;
+pub mod cli;
 pub mod config;

@@ -1,0 +1,172 @@
+//! Command-line interface: Cyrus master's own flags for run mode, plus `check` and `demo`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_CYRUS_CONF: &str = "/etc/cyrus.conf";
+pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
+
+/// A Unix service master: runs a Cyrus IMAP cyrus.conf (START, SERVICES, EVENTS, DAEMON),
+/// with SIGHUP reloads that drop no connection.
+///
+/// With no subcommand, ringmaster runs the master with Cyrus master's flags, so it can stand
+/// where `master` (or `cyrmaster`) stands in an init script or unit file.
+///
+/// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
+/// stop fast, SIGQUIT stops gracefully (workers finish their clients).
+#[derive(Debug, Parser)]
+#[command(name = "ringmaster", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and validate cyrus.conf (and imapd.conf), print every error and warning with
+    /// file:line:col and a summary of what would run. Exit 0 when the config is usable.
+    Check(CheckArgs),
+    /// Run a built-in demo configuration (an echo service on 127.0.0.1) in the foreground.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigPaths {
+    /// The cyrus.conf to run.
+    #[arg(short = 'M', value_name = "CYRUS_CONF", default_value = DEFAULT_CYRUS_CONF)]
+    pub cyrus_conf: PathBuf,
+    /// The imapd.conf: workers get it as `-C` too when it is not the default.
+    #[arg(short = 'C', value_name = "IMAPD_CONF")]
+    pub imapd_conf: Option<PathBuf>,
+}
+
+impl ConfigPaths {
+    /// The imapd.conf to read: the one given, else the default.
+    pub fn imapd_conf_path(&self) -> PathBuf {
+        self.imapd_conf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAPD_CONF))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub paths: ConfigPaths,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// TCP port on 127.0.0.1 for the demo echo service.
+    #[arg(long, default_value_t = 4143)]
+    pub port: u16,
+    /// Directory for the demo's generated cyrus.conf, pidfile and sockets (default: a new
+    /// directory under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub paths: ConfigPaths,
+    /// Write the master's pid here, and hold a lock on it so a second master refuses to start.
+    #[arg(short = 'p', value_name = "PIDFILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Create this file once every service listens; remove it at exit (default: imapd.conf's
+    /// master_ready_file, if set).
+    #[arg(short = 'r', value_name = "READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// listen() backlog for every listening socket.
+    #[arg(short = 'l', value_name = "BACKLOG", default_value_t = 32)]
+    pub backlog: i32,
+    /// Stay in the foreground and keep stdio (log to stderr).
+    #[arg(short = 'D', conflicts_with = "daemonize")]
+    pub foreground: bool,
+    /// Daemonize: detach from the terminal and log to syslog.
+    #[arg(short = 'd')]
+    pub daemonize: bool,
+    /// Log to this file instead of syslog or stderr.
+    #[arg(short = 'L', value_name = "LOGFILE")]
+    pub logfile: Option<PathBuf>,
+    /// Verbose logging (repeat for more).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Seconds a stop (SIGTERM/SIGINT) waits for workers after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub stop_timeout: Duration,
+    /// Seconds an old-generation worker may go on serving its client after a reload (or a
+    /// SIGQUIT) before it gets SIGTERM, then SIGKILL after --stop-timeout.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    pub drain_timeout: Duration,
+    /// Default user for workers, events and daemons when the master runs as root (else
+    /// imapd.conf's cyrus_user, $CYRUS_USER, or `cyrus`).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Default group for workers (else imapd.conf's cyrus_group, $CYRUS_GROUP, or the user's
+    /// primary group).
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("`{text}` seconds is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cyrus_master_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ringmaster",
+            "-C",
+            "/x/imapd.conf",
+            "-M",
+            "/x/cyrus.conf",
+            "-p",
+            "/run/pid",
+            "-l",
+            "64",
+            "-D",
+            "-L",
+            "/tmp/log",
+            "-v",
+            "-r",
+            "/run/ready",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.backlog, 64);
+        assert!(cli.run.foreground);
+        assert_eq!(cli.run.paths.cyrus_conf, PathBuf::from("/x/cyrus.conf"));
+    }
+
+    #[test]
+    fn check_takes_paths() {
+        let cli = Cli::try_parse_from(["ringmaster", "check", "-M", "a.conf"]).unwrap();
+        match cli.command {
+            Some(Command::Check(args)) => {
+                assert_eq!(args.paths.cyrus_conf, PathBuf::from("a.conf"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
