@@ -1,0 +1,639 @@
+//! Unit and property tests of the supervisor, driven through a fake runtime.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use ringmaster_proto::{Message, RawNote};
+
+use super::schedule::utc;
+use super::*;
+use crate::config::{
+    Command, Config, DaemonEntry, EventEntry, Listen, Location, Proto, RunAs, Schedule,
+    ServiceEntry, StartEntry,
+};
+
+/// A fake runtime: carries out actions the way the real one does, without syscalls.
+struct Harness {
+    sup: Supervisor,
+    start: Instant,
+    now: Now,
+    next_pid: Pid,
+    signals: Vec<(Pid, Sig)>,
+    spawned: Vec<(Pid, SpawnRequest)>,
+    watching: BTreeSet<PoolId>,
+    paused: BTreeSet<PoolId>,
+    released: Vec<ServiceKey>,
+    exit: Option<i32>,
+    ready: bool,
+    loads: u32,
+    pending_config: Option<Config>,
+}
+
+fn cmd(text: &str) -> Command {
+    Command {
+        argv: text.split_whitespace().map(String::from).collect(),
+    }
+}
+
+fn service(name: &str, port: u16, prefork: u32, maxchild: Option<u32>) -> ServiceEntry {
+    ServiceEntry {
+        name: name.to_string(),
+        cmd: cmd("worker -U 30"),
+        listen: Listen::Inet {
+            host: Some("127.0.0.1".into()),
+            port,
+        },
+        proto: Proto::Tcp,
+        prefork,
+        maxchild,
+        maxforkrate: 0,
+        babysit: false,
+        maxfds: 0,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    }
+}
+
+impl Harness {
+    fn new(config: Config) -> Harness {
+        let start = Instant::now();
+        let settings = Settings {
+            stop_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(60),
+            worker_env: vec![],
+        };
+        Harness {
+            sup: Supervisor::new(config, settings, utc),
+            start,
+            now: Now {
+                mono: start,
+                unix: 1_795_733_363,
+            },
+            next_pid: 1000,
+            signals: vec![],
+            spawned: vec![],
+            watching: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            released: vec![],
+            exit: None,
+            ready: false,
+            loads: 0,
+            pending_config: None,
+        }
+    }
+
+    fn booted(config: Config) -> Harness {
+        let mut h = Harness::new(config);
+        h.feed(Input::Boot);
+        h
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now.mono += by;
+        self.now.unix = 1_795_733_363 + (self.now.mono - self.start).as_secs() as i64;
+        self.feed(Input::Tick);
+    }
+
+    fn feed(&mut self, input: Input) {
+        let actions = self.sup.handle(input, self.now);
+        for action in actions {
+            self.carry_out(action);
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Bind { service, .. } => self.feed(Input::Bound {
+                service,
+                families: vec![0],
+            }),
+            Action::Spawn(req) => {
+                let pid = self.next_pid;
+                self.next_pid += 1;
+                self.spawned.push((pid, req.clone()));
+                self.feed(Input::Spawned {
+                    role: req.role,
+                    pid,
+                });
+            }
+            Action::Signal { pid, signal } => self.signals.push((pid, signal)),
+            Action::Watch { pool, on } => {
+                if on {
+                    self.watching.insert(pool);
+                } else {
+                    self.watching.remove(&pool);
+                }
+            }
+            Action::Pause { pool } => {
+                self.paused.insert(pool);
+            }
+            Action::Resume { pool } => {
+                self.paused.remove(&pool);
+            }
+            Action::Release { service } => self.released.push(service),
+            Action::CleanupAfterCrash { .. } => {}
+            Action::LoadConfig => {
+                self.loads += 1;
+                match self.pending_config.clone() {
+                    Some(c) => self.feed(Input::ConfigLoaded(Box::new(c))),
+                    None => self.feed(Input::ConfigRejected),
+                }
+            }
+            Action::Ready => self.ready = true,
+            Action::Exit(code) => self.exit = Some(code),
+        }
+    }
+
+    fn workers_of(&self, name: &str) -> Vec<Pid> {
+        let live: BTreeSet<Pid> = self.sup.children().into_iter().collect();
+        self.spawned
+            .iter()
+            .filter(|(pid, r)| {
+                r.name == name && matches!(r.role, Role::Worker { .. }) && live.contains(pid)
+            })
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    fn pool_of(&self, pid: Pid) -> PoolId {
+        match self.spawned.iter().find(|(p, _)| *p == pid) {
+            Some((
+                _,
+                SpawnRequest {
+                    role: Role::Worker { pool },
+                    ..
+                },
+            )) => *pool,
+            _ => panic!("{pid} is not a worker"),
+        }
+    }
+
+    fn note(&mut self, pid: Pid, message: Message) {
+        let pool = self.pool_of(pid);
+        self.feed(Input::Note {
+            pool,
+            note: RawNote::new(message, pid),
+        });
+    }
+
+    fn exit(&mut self, pid: Pid, status: ExitStatus) {
+        self.feed(Input::Exited { pid, status });
+    }
+
+    fn signals_to(&self, pid: Pid) -> Vec<Sig> {
+        self.signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+}
+
+fn config(services: Vec<ServiceEntry>) -> Config {
+    Config {
+        services,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn prefork_is_reached_and_held() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 3, None)]));
+    assert!(h.ready);
+    let workers = h.workers_of("imap");
+    assert_eq!(workers.len(), 3);
+    // A worker takes a client: a replacement is forked so three stay ready.
+    h.note(workers[0], Message::Connection);
+    assert_eq!(h.workers_of("imap").len(), 4);
+    // It finishes and exits (max uses): nothing new is needed.
+    h.exit(workers[0], ExitStatus::Code(0));
+    assert_eq!(h.workers_of("imap").len(), 3);
+}
+
+#[test]
+fn on_demand_spawn_watches_only_when_needed() {
+    let mut h = Harness::booted(config(vec![service("pop3", 110, 0, Some(2))]));
+    assert!(h.workers_of("pop3").is_empty());
+    let pool = *h.watching.iter().next().expect("listener watched");
+    h.feed(Input::ListenerReadable(pool));
+    let first = h.workers_of("pop3");
+    assert_eq!(first.len(), 1);
+    assert!(
+        !h.watching.contains(&pool),
+        "a ready worker exists: no watch"
+    );
+    h.note(first[0], Message::Connection);
+    assert!(h.watching.contains(&pool));
+    h.feed(Input::ListenerReadable(pool));
+    let both = h.workers_of("pop3");
+    assert_eq!(both.len(), 2);
+    h.note(both[1], Message::Connection);
+    assert!(!h.watching.contains(&pool), "at maxchild: no watch");
+    h.feed(Input::ListenerReadable(pool));
+    assert_eq!(h.workers_of("pop3").len(), 2, "never above maxchild");
+}
+
+#[test]
+fn maxforkrate_spreads_forks() {
+    let mut s = service("lmtp", 24, 5, None);
+    s.maxforkrate = 2;
+    let mut h = Harness::booted(config(vec![s]));
+    assert_eq!(h.workers_of("lmtp").len(), 2);
+    assert!(h.sup.next_deadline().is_some());
+    h.advance(Duration::from_millis(1000));
+    assert_eq!(h.workers_of("lmtp").len(), 4);
+    h.advance(Duration::from_millis(1000));
+    assert_eq!(h.workers_of("lmtp").len(), 5);
+}
+
+#[test]
+fn crashes_before_serving_throttle_then_retry() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..5 {
+        let w = h.workers_of("imap")[0];
+        h.exit(
+            w,
+            ExitStatus::Signal {
+                signal: 11,
+                core: false,
+            },
+        );
+    }
+    assert_eq!(h.paused.len(), 1, "throttled after five");
+    assert!(h.workers_of("imap").is_empty());
+    h.advance(Duration::from_secs(5));
+    assert!(h.workers_of("imap").is_empty());
+    h.advance(Duration::from_secs(6));
+    assert!(h.paused.is_empty(), "retried after the pause");
+    assert_eq!(h.workers_of("imap").len(), 1);
+}
+
+#[test]
+fn a_sighup_death_after_recycle_is_not_a_crash() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
+    for round in 0..10 {
+        let old = h.workers_of("imap");
+        h.feed(Input::ReloadRequested);
+        for pid in old {
+            assert_eq!(h.signals_to(pid), vec![Sig::Hup], "round {round}");
+            h.exit(
+                pid,
+                ExitStatus::Signal {
+                    signal: 1,
+                    core: false,
+                },
+            );
+        }
+        h.advance(Duration::from_secs(3));
+    }
+    assert!(h.paused.is_empty());
+    assert_eq!(h.workers_of("imap").len(), 2);
+}
+
+#[test]
+fn reload_recycles_idle_and_busy_workers() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let idle = h.workers_of("imap")[0];
+    h.note(idle, Message::Connection);
+    let busy = idle;
+    let idle = *h.workers_of("imap").iter().find(|p| **p != busy).unwrap();
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.signals_to(idle), vec![Sig::Hup]);
+    assert_eq!(h.signals_to(busy), vec![Sig::Hup]);
+    // The new prefork is there at once, before the old workers are gone.
+    assert_eq!(h.workers_of("imap").len(), 3);
+    // The busy one outstays the drain: TERM, then KILL.
+    h.exit(idle, ExitStatus::Code(0));
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.signals_to(busy), vec![Sig::Hup, Sig::Term]);
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.signals_to(busy), vec![Sig::Hup, Sig::Term, Sig::Kill]);
+}
+
+#[test]
+fn announcing_pools_keep_old_workers_until_replacements_are_ready() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let old = h.workers_of("imap")[0];
+    h.note(old, Message::Available);
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    h.feed(Input::ReloadRequested);
+    assert!(
+        h.signals_to(old).is_empty(),
+        "kept until a new one is ready"
+    );
+    let new = *h.workers_of("imap").iter().find(|p| **p != old).unwrap();
+    h.note(new, Message::Available);
+    assert_eq!(h.signals_to(old), vec![Sig::Hup]);
+}
+
+#[test]
+fn reload_storm_is_coalesced() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..100 {
+        h.feed(Input::ReloadRequested);
+        h.advance(Duration::from_millis(10));
+    }
+    // One second of SIGHUPs every 10 ms: at most one reload per settle period.
+    assert!(h.loads <= 5, "{} reloads", h.loads);
+    assert!(h.loads >= 2);
+    h.advance(Duration::from_secs(3));
+    let (_, ready) = h.sup.pool_counts(h.pool_of(h.workers_of("imap")[0]));
+    assert!(ready >= 1);
+}
+
+#[test]
+fn invalid_config_on_reload_changes_nothing() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let before = h.workers_of("imap");
+    h.pending_config = None;
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.loads, 1);
+    assert!(h.signals.is_empty());
+    assert_eq!(h.workers_of("imap"), before);
+}
+
+#[test]
+fn reload_adds_removes_and_moves_services() {
+    let mut h = Harness::booted(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    let pop = h.workers_of("pop3")[0];
+    let imap = h.workers_of("imap")[0];
+    h.pending_config = Some(config(vec![
+        service("imap", 1143, 1, None),
+        service("sieve", 4190, 1, None),
+    ]));
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.signals_to(pop), vec![Sig::Hup]);
+    assert_eq!(h.signals_to(imap), vec![Sig::Hup]);
+    assert_eq!(h.released.len(), 2, "old imap socket and pop3 released");
+    assert_eq!(h.workers_of("sieve").len(), 1);
+    assert_eq!(
+        h.workers_of("imap").len(),
+        2,
+        "new imap worker on the new port, old one draining"
+    );
+}
+
+#[test]
+fn start_commands_run_in_order_and_failure_stops() {
+    let mut c = config(vec![service("imap", 143, 1, None)]);
+    for name in ["recover", "prune"] {
+        c.start.push(StartEntry {
+            name: name.into(),
+            cmd: cmd(name),
+            run_as: RunAs::default(),
+            location: Location::default(),
+        });
+    }
+    let mut h = Harness::booted(c.clone());
+    assert_eq!(h.spawned.len(), 1);
+    let first = h.spawned[0].0;
+    h.exit(first, ExitStatus::Code(0));
+    assert_eq!(h.spawned.len(), 2);
+    assert_eq!(h.spawned[1].1.name, "prune");
+    assert!(!h.ready);
+    let second = h.spawned[1].0;
+    h.exit(second, ExitStatus::Code(0));
+    assert!(h.ready);
+
+    let mut h = Harness::booted(c);
+    let first = h.spawned[0].0;
+    h.exit(first, ExitStatus::Code(1));
+    assert_eq!(h.exit, Some(EXIT_START_FAILED));
+    assert_eq!(h.spawned.len(), 1, "the second START never runs");
+}
+
+#[test]
+fn wait_daemons_gate_services() {
+    let mut c = config(vec![service("imap", 143, 1, None)]);
+    c.daemons.push(DaemonEntry {
+        name: "idled".into(),
+        cmd: cmd("idled"),
+        wait: true,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    });
+    let mut h = Harness::booted(c);
+    assert!(!h.ready);
+    assert!(h.workers_of("imap").is_empty());
+    h.feed(Input::DaemonReady {
+        name: "idled".into(),
+    });
+    assert!(h.ready);
+    assert_eq!(h.workers_of("imap").len(), 1);
+}
+
+#[test]
+fn daemons_restart_with_backoff() {
+    let mut c = config(vec![]);
+    c.daemons.push(DaemonEntry {
+        name: "notifier".into(),
+        cmd: cmd("notifier"),
+        wait: false,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    });
+    let mut h = Harness::booted(c);
+    assert_eq!(h.spawned.len(), 1);
+    let pid = h.spawned[0].0;
+    h.exit(pid, ExitStatus::Code(1));
+    assert_eq!(h.spawned.len(), 1, "not at once after a quick death");
+    h.advance(Duration::from_millis(2100));
+    assert_eq!(h.spawned.len(), 2);
+    assert_eq!(
+        h.spawned[1]
+            .1
+            .env
+            .iter()
+            .find(|(k, _)| k == "CYRUS_ISDAEMON")
+            .map(|(_, v)| v.as_str()),
+        Some("1")
+    );
+}
+
+#[test]
+fn events_fire_on_schedule() {
+    let mut c = config(vec![]);
+    c.events.push(EventEntry {
+        name: "checkpoint".into(),
+        cmd: cmd("ctl_cyrusdb -c"),
+        schedule: Schedule::Period { minutes: 30 },
+        run_as: RunAs::default(),
+        location: Location::default(),
+    });
+    c.events.push(EventEntry {
+        name: "prune".into(),
+        cmd: cmd("expire"),
+        schedule: Schedule::Daily(crate::config::TimeOfDay {
+            hour: 23,
+            minute: 0,
+        }),
+        run_as: RunAs::default(),
+        location: Location::default(),
+    });
+    let mut h = Harness::booted(c);
+    let count = |h: &Harness, name: &str| h.spawned.iter().filter(|(_, r)| r.name == name).count();
+    assert_eq!(count(&h, "checkpoint"), 1, "periodic events run at start");
+    assert_eq!(count(&h, "prune"), 0);
+    // 22:49:23 -> 23:00:00 is 637 s away.
+    h.advance(Duration::from_secs(636));
+    assert_eq!(count(&h, "prune"), 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(count(&h, "prune"), 1);
+    h.advance(Duration::from_secs(30 * 60));
+    assert_eq!(count(&h, "checkpoint"), 2);
+    assert_eq!(count(&h, "prune"), 1);
+}
+
+#[test]
+fn stop_terms_then_kills_and_exits() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let workers = h.workers_of("imap");
+    h.feed(Input::Stop { graceful: false });
+    for &pid in &workers {
+        assert_eq!(h.signals_to(pid), vec![Sig::Term]);
+    }
+    h.exit(workers[0], ExitStatus::Code(75));
+    assert_eq!(h.exit, None);
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.signals_to(workers[1]), vec![Sig::Term, Sig::Kill]);
+    h.exit(
+        workers[1],
+        ExitStatus::Signal {
+            signal: 9,
+            core: false,
+        },
+    );
+    assert_eq!(h.exit, Some(0));
+    assert_eq!(
+        h.workers_of("imap").len(),
+        0,
+        "nothing forked while stopping"
+    );
+}
+
+#[test]
+fn graceful_stop_lets_clients_finish() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    h.note(w, Message::Connection);
+    let spare = h.workers_of("imap")[1];
+    h.feed(Input::Stop { graceful: true });
+    assert_eq!(h.signals_to(w), vec![Sig::Hup]);
+    assert_eq!(h.signals_to(spare), vec![Sig::Hup]);
+    h.exit(spare, ExitStatus::Code(0));
+    assert_eq!(h.exit, None);
+    h.exit(w, ExitStatus::Code(0));
+    assert_eq!(h.exit, Some(0));
+}
+
+#[test]
+fn exit_notes_let_the_replacement_start_early() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, Some(1))]));
+    let w = h.workers_of("imap")[0];
+    h.note(w, Message::Connection);
+    assert_eq!(h.workers_of("imap").len(), 1, "maxchild 1");
+    h.note(w, Message::Exiting);
+    assert_eq!(
+        h.workers_of("imap").len(),
+        2,
+        "replacement forked before the reap"
+    );
+}
+
+#[test]
+fn junk_notes_are_survived() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    let pool = h.pool_of(w);
+    h.feed(Input::Note {
+        pool,
+        note: RawNote { code: 99, pid: w },
+    });
+    h.feed(Input::Note {
+        pool,
+        note: RawNote {
+            code: 1,
+            pid: 424242,
+        },
+    });
+    h.feed(Input::Exited {
+        pid: 31337,
+        status: ExitStatus::Code(0),
+    });
+    assert_eq!(h.workers_of("imap"), vec![w]);
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Note(usize, u8),
+    Exit(usize, bool),
+    Readable,
+    Reload,
+    Advance(u16),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (any::<usize>(), 0u8..6).prop_map(|(w, m)| Step::Note(w, m)),
+        (any::<usize>(), any::<bool>()).prop_map(|(w, c)| Step::Exit(w, c)),
+        Just(Step::Readable),
+        Just(Step::Reload),
+        (0u16..3000).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever happens, a pool never runs more than maxchild workers, the ready count only
+    /// counts current-generation idle workers, and no worker is sent SIGHUP twice.
+    #[test]
+    fn invariants_hold(prefork in 0u32..4, maxchild in 1u32..6, steps in proptest::collection::vec(step(), 1..120)) {
+        let c = config(vec![service("imap", 143, prefork, Some(maxchild))]);
+        let mut h = Harness::booted(c.clone());
+        h.pending_config = Some(c);
+        for s in steps {
+            let live = h.workers_of("imap");
+            match s {
+                Step::Note(i, m) if !live.is_empty() => {
+                    let pid = live[i % live.len()];
+                    let message = [Message::Available, Message::Unavailable, Message::Connection,
+                        Message::ConnectionMulti, Message::Exiting, Message::Available][m as usize];
+                    h.note(pid, message);
+                }
+                Step::Exit(i, clean) if !live.is_empty() => {
+                    let pid = live[i % live.len()];
+                    let status = if clean { ExitStatus::Code(0) } else { ExitStatus::Signal { signal: 11, core: false } };
+                    h.exit(pid, status);
+                }
+                Step::Readable => {
+                    if let Some(pool) = h.watching.iter().next().copied() {
+                        h.feed(Input::ListenerReadable(pool));
+                    }
+                }
+                Step::Reload => h.feed(Input::ReloadRequested),
+                Step::Advance(ms) => h.advance(Duration::from_millis(u64::from(ms))),
+                _ => {}
+            }
+            let live = h.workers_of("imap");
+            let exiting: usize = live.iter().filter(|p| h.sup.workers.get(p).is_some_and(|w| w.state == WorkerState::Exiting)).count();
+            prop_assert!((live.len() - exiting) as u32 <= maxchild, "{} live, {} exiting, maxchild {}", live.len(), exiting, maxchild);
+            for pid in &live {
+                let hups = h.signals_to(*pid).iter().filter(|s| **s == Sig::Hup).count();
+                prop_assert!(hups <= 1);
+            }
+            for (id, pool) in &h.sup.pools {
+                let (_, ready) = h.sup.pool_counts(*id);
+                let expected = h.sup.workers.values().filter(|w| w.pool == *id && w.generation == pool.generation && w.is_idle() && w.hup_at.is_none()).count() as u32;
+                prop_assert_eq!(ready, expected);
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The vocabulary of the supervisor: what comes in (inputs), what goes out (actions).
+
+use std::time::Instant;
+
+use ringmaster_proto::RawNote;
+
+use crate::config::{Config, Listen, Proto, RunAs};
+
+pub type Pid = i32;
+
+/// One SERVICES entry as bound: keeps its identity (and sockets) across reloads while its
+/// name, listen and proto stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey(pub u32);
+
+/// One listening socket of a service, with its own workers: Cyrus gives each address family
+/// of an entry its own pool, told apart by `CYRUS_ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId {
+    pub service: ServiceKey,
+    pub family: u8,
+}
+
+/// What a child process is to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Start { index: usize },
+    Worker { pool: PoolId },
+    Event { name: String },
+    Daemon { name: String },
+}
+
+/// How a child ended, from waitpid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal { signal: i32, core: bool },
+}
+
+impl ExitStatus {
+    /// Cyrus counts exit 0 and 75 (EX_TEMPFAIL, its answer to SIGTERM) as clean.
+    pub fn is_clean(self) -> bool {
+        matches!(self, ExitStatus::Code(0) | ExitStatus::Code(75))
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit status {code}"),
+            ExitStatus::Signal { signal, core } => {
+                write!(f, "signal {signal}")?;
+                if *core {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Signals the supervisor sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Hup,
+    Term,
+    Kill,
+}
+
+/// Which descriptors a child gets besides stdio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildFds {
+    None,
+    /// The pool's status pipe on fd 3 and its listener on fd 4.
+    Worker(PoolId),
+    /// A fresh pipe on fd 3 on which a `wait=y` daemon says "ok\r\n".
+    DaemonReadyPipe,
+}
+
+/// A process to start, as plain data; `sys` turns it into one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRequest {
+    pub role: Role,
+    /// The entry's name (for logs and CYRUS_SERVICE).
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub run_as: RunAs,
+    /// RLIMIT_NOFILE to apply; 0 leaves it alone.
+    pub maxfds: u64,
+    pub fds: ChildFds,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start-up: run START, then daemons, then services.
+    Boot,
+    /// A deadline passed (or we just woke up): check timers.
+    Tick,
+    /// A watched listener has a pending connection or datagram.
+    ListenerReadable(PoolId),
+    /// A status note arrived on a pool's pipe.
+    Note { pool: PoolId, note: RawNote },
+    /// A child was reaped.
+    Exited { pid: Pid, status: ExitStatus },
+    /// A spawn request became a process.
+    Spawned { role: Role, pid: Pid },
+    /// A spawn request failed (fork or exec); the error is for the log.
+    SpawnFailed { role: Role, error: String },
+    /// A service's listeners were bound: one pool per family index listed.
+    Bound {
+        service: ServiceKey,
+        families: Vec<u8>,
+    },
+    /// Nothing could be bound for a service.
+    BindFailed { service: ServiceKey, error: String },
+    /// A `wait=y` daemon said "ok\r\n".
+    DaemonReady { name: String },
+    /// A `wait=y` daemon said something else, or closed its pipe.
+    DaemonNotReady { name: String, reason: String },
+    /// SIGHUP.
+    ReloadRequested,
+    /// The config asked for by [`Action::LoadConfig`], valid.
+    ConfigLoaded(Box<Config>),
+    /// The config asked for by [`Action::LoadConfig`] was invalid (already logged).
+    ConfigRejected,
+    /// SIGTERM/SIGINT (`graceful: false`) or SIGQUIT (`graceful: true`).
+    Stop { graceful: bool },
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Bind a service's listeners and make a status pipe per socket; answer with
+    /// [`Input::Bound`] or [`Input::BindFailed`].
+    Bind {
+        service: ServiceKey,
+        name: String,
+        listen: Listen,
+        proto: Proto,
+    },
+    /// Start a process; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
+    Spawn(SpawnRequest),
+    Signal {
+        pid: Pid,
+        signal: Sig,
+    },
+    /// Watch (or stop watching) a pool's listener for readability.
+    Watch {
+        pool: PoolId,
+        on: bool,
+    },
+    /// Refuse connections on a pool's listener (throttled) without closing it.
+    Pause {
+        pool: PoolId,
+    },
+    /// Accept connections again on a paused listener.
+    Resume {
+        pool: PoolId,
+    },
+    /// The service is gone: stop listening (refuse new connections), close its sockets once
+    /// no kept service shares them, and close its pipes.
+    Release {
+        service: ServiceKey,
+    },
+    /// Remove the per-process files a crashed Cyrus worker leaves (proc file, idle socket).
+    CleanupAfterCrash {
+        pid: Pid,
+    },
+    /// Read and validate the config again; answer with [`Input::ConfigLoaded`] or
+    /// [`Input::ConfigRejected`].
+    LoadConfig,
+    /// Start-up is complete: every service listens (write the ready file).
+    Ready,
+    /// Exit the master with this status (every child is gone).
+    Exit(i32),
+}
+
+/// The present moment, in both clocks: monotonic for timers, wall for EVENTS.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: i64,
+}
