@@ -107,6 +107,9 @@ pub struct RunArgs {
     /// imapd.conf's cyrus_user, $CYRUS_USER, or `cyrus`).
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
+    /// Where relative `cmd=` programs are looked up, colon-separated, in order.
+    #[arg(long, value_name = "DIRS", default_value = crate::launch::DEFAULT_SERVICE_PATH)]
+    pub service_path: String,
     /// Default group for workers (else imapd.conf's cyrus_group, $CYRUS_GROUP, or the user's
     /// primary group).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]

@@ -1,9 +1,15 @@
 //! ringmaster: a Unix service master that does the job of Cyrus IMAP's `master`.
 //!
 //! `config` reads cyrus.conf, `supervisor` decides (a pure state machine), `sys` does every
-//! syscall, `runtime` is the thin loop that joins them.
+//! syscall, `runtime` is the thin loop that joins them, `launch` prepares what gets forked.
 
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod launch;
+pub mod logging;
+pub mod run;
+pub mod runtime;
 pub mod supervisor;
+pub mod sys;

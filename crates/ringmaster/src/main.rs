@@ -8,8 +8,8 @@ fn main() {
     let cli = Cli::parse();
     let status = match cli.command {
         Some(Command::Check(args)) => ringmaster::check::run(&args, &mut std::io::stdout()),
-        Some(Command::Demo(_args)) => 0,
-        None => 0,
+        Some(Command::Demo(args)) => ringmaster::demo::run(&args),
+        None => ringmaster::run::run(cli.run),
     };
     std::process::exit(status);
 }

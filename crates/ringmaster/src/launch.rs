@@ -1,0 +1,311 @@
+//! Everything the master knows before it forks: the loaded configuration, where each program
+//! lives, who each process runs as, and the environment children get.
+//!
+//! Loading is all-or-nothing: a configuration is only handed to the supervisor once every
+//! entry's program is found and every identity is resolved, so a reload can never half-apply.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ImapdConf, RunAs};
+use crate::supervisor::SpawnRequest;
+use crate::sys;
+use crate::sys::spawn::ExecSpec;
+use crate::sys::users::Credentials;
+
+/// Where relative `cmd=` programs are looked up, in order (Cyrus: LIBEXEC_DIR, then SBIN_DIR).
+pub const DEFAULT_SERVICE_PATH: &str =
+    "/usr/lib/cyrus/bin:/usr/libexec/cyrus-imapd:/usr/lib/cyrus-imapd:/usr/sbin";
+
+/// Variables of the master's own environment that children must not see: they describe the
+/// master's supervision (systemd socket activation, readiness), not the child's.
+const PRIVATE_ENV: &[&str] = &["NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC"];
+
+/// Who the master is and whom children run as by default.
+#[derive(Debug, Clone)]
+pub struct IdentityPolicy {
+    /// The master runs as root: children get the configured identities.
+    pub am_root: bool,
+    /// From -u; else imapd.conf's cyrus_user; else $CYRUS_USER; else `cyrus` if it exists.
+    pub cli_user: Option<String>,
+    pub cli_group: Option<String>,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub cyrus_conf: PathBuf,
+    pub imapd_conf: PathBuf,
+    /// -C was given: a missing imapd.conf is an error then.
+    pub imapd_conf_required: bool,
+    pub service_path: Vec<PathBuf>,
+}
+
+/// A configuration checked down to the last program and user.
+#[derive(Debug, Clone)]
+pub struct LoadedSetup {
+    pub config: Config,
+    pub imapd: ImapdConf,
+    programs: HashMap<String, PathBuf>,
+    identities: HashMap<RunAs, Option<Credentials>>,
+}
+
+/// Loads, validates and prepares spawning.
+pub struct Launcher {
+    sources: Sources,
+    policy: IdentityPolicy,
+    base_env: Vec<(String, String)>,
+    setup: LoadedSetup,
+}
+
+impl Launcher {
+    /// Loads the configuration for start-up; Err carries every problem, ready to print.
+    pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, Vec<String>> {
+        let setup = prepare(&sources, &policy)?;
+        let base_env = std::env::vars()
+            .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                k != ringmaster_proto::ENV_SERVICE
+                    && k != ringmaster_proto::ENV_ID
+                    && k != ringmaster_proto::ENV_ISDAEMON
+            })
+            .collect();
+        Ok(Launcher {
+            sources,
+            policy,
+            base_env,
+            setup,
+        })
+    }
+
+    pub fn setup(&self) -> &LoadedSetup {
+        &self.setup
+    }
+
+    /// Reads the configuration again for a reload. Invalid: every problem is logged and the
+    /// running setup stays as it was.
+    pub fn reload(&mut self) -> Result<Config, ()> {
+        match prepare(&self.sources, &self.policy) {
+            Ok(setup) => {
+                info!(
+                    "configuration reloaded from {}",
+                    self.sources.cyrus_conf.display()
+                );
+                let config = setup.config.clone();
+                self.setup = setup;
+                Ok(config)
+            }
+            Err(problems) => {
+                for problem in problems {
+                    error!("reload: {problem}");
+                }
+                error!("reload rejected: still running the previous configuration");
+                Err(())
+            }
+        }
+    }
+
+    /// The process a spawn request describes, minus its descriptors (the runtime adds them).
+    pub fn exec_spec(&self, request: &SpawnRequest) -> Result<ExecSpec, String> {
+        let argv0 = request
+            .argv
+            .first()
+            .ok_or_else(|| format!("{}: empty command", request.name))?;
+        let program = match self.setup.programs.get(argv0) {
+            Some(path) => path.clone(),
+            None => find_program(argv0, &self.sources.service_path)
+                .ok_or_else(|| format!("{}: cannot find executable {argv0}", request.name))?,
+        };
+        let credentials = match self.setup.identities.get(&request.run_as) {
+            Some(creds) => creds.clone(),
+            None => resolve_identity(&request.run_as, &self.policy, &self.setup.imapd)?,
+        };
+        let mut env: Vec<CString> = Vec::new();
+        let overridden = |k: &str| request.env.iter().any(|(key, _)| key == k);
+        for (key, value) in self.base_env.iter().filter(|(k, _)| !overridden(k)).chain(request.env.iter()) {
+            env.push(cstring(&format!("{key}={value}"))?);
+        }
+        Ok(ExecSpec {
+            program: cstring(&program.to_string_lossy())?,
+            argv: request
+                .argv
+                .iter()
+                .map(|a| cstring(a))
+                .collect::<Result<_, _>>()?,
+            env,
+            status_fd: None,
+            listen_fd: None,
+            nofile_limit: (request.maxfds > 0).then_some(request.maxfds),
+            credentials,
+            parent_death_signal: true,
+            cwd: None,
+        })
+    }
+
+    /// Removes what a crashed Cyrus worker leaves behind: its proc file (which Cyrus's
+    /// maxlogins counts) and its idle socket.
+    pub fn cleanup_after_crash(&self, pid: i32) {
+        let imapd = &self.setup.imapd;
+        let Some(configdir) = imapd.configdirectory() else {
+            return;
+        };
+        let proc_dir = imapd
+            .get("proc_path")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(configdir).join("proc"));
+        let candidates = [
+            proc_dir.join(pid.to_string()),
+            proc_dir.join(format!(".{pid}.new")),
+            Path::new(configdir).join("socket").join(format!("idle.{pid}")),
+        ];
+        for path in candidates {
+            match std::fs::remove_file(&path) {
+                Ok(()) => info!("removed {} left by crashed worker {pid}", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+fn cstring(text: &str) -> Result<CString, String> {
+    CString::new(text).map_err(|_| format!("{text:?} contains a NUL byte"))
+}
+
+/// Looks a program up: absolute as is, relative in each service directory in turn.
+pub fn find_program(argv0: &str, service_path: &[PathBuf]) -> Option<PathBuf> {
+    if argv0.starts_with('/') {
+        return config::resolve_executable(argv0, Path::new("/"));
+    }
+    service_path
+        .iter()
+        .find_map(|dir| config::resolve_executable(argv0, dir))
+}
+
+/// Splits a colon-separated list of directories.
+pub fn parse_service_path(text: &str) -> Vec<PathBuf> {
+    text.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+}
+
+fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Vec<String>> {
+    let loaded = config::load_cyrus_conf(&sources.cyrus_conf)
+        .map_err(|diags| diags.iter().map(config::render).collect::<Vec<_>>())?;
+    for warning in &loaded.warnings {
+        warn!("{}", config::render(warning).trim_end());
+    }
+    let imapd = if sources.imapd_conf.exists() || sources.imapd_conf_required {
+        config::load_imapd_conf(&sources.imapd_conf).map_err(|d| vec![config::render(&d)])?
+    } else {
+        ImapdConf::default()
+    };
+    let config = loaded.config;
+    let mut problems = Vec::new();
+    let mut programs = HashMap::new();
+    let mut identities = HashMap::new();
+    let entries = config
+        .start
+        .iter()
+        .map(|e| ("START", &e.name, &e.cmd, &e.run_as, &e.location))
+        .chain(config.services.iter().map(|e| ("service", &e.name, &e.cmd, &e.run_as, &e.location)))
+        .chain(config.events.iter().map(|e| ("event", &e.name, &e.cmd, &e.run_as, &e.location)))
+        .chain(config.daemons.iter().map(|e| ("daemon", &e.name, &e.cmd, &e.run_as, &e.location)));
+    for (kind, name, cmd, run_as, location) in entries {
+        if let Some(argv0) = cmd.argv.first() {
+            match find_program(argv0, &sources.service_path) {
+                Some(path) => {
+                    programs.insert(argv0.clone(), path);
+                }
+                None => problems.push(format!(
+                    "{location}: error: cannot find executable for {kind} '{name}': {argv0}{}",
+                    if argv0.starts_with('/') {
+                        String::new()
+                    } else {
+                        format!(
+                            " (looked in {})",
+                            sources
+                                .service_path
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )),
+            }
+        }
+        if !identities.contains_key(run_as) {
+            match resolve_identity(run_as, policy, &imapd) {
+                Ok(creds) => {
+                    identities.insert(run_as.clone(), creds);
+                }
+                Err(e) => problems.push(format!("{location}: error: {kind} '{name}': {e}")),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(LoadedSetup {
+            config,
+            imapd,
+            programs,
+            identities,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Whom a process of an entry runs as. None: as the master (an unprivileged master).
+pub fn resolve_identity(
+    run_as: &RunAs,
+    policy: &IdentityPolicy,
+    imapd: &ImapdConf,
+) -> Result<Option<Credentials>, String> {
+    if !policy.am_root {
+        // An unprivileged master can only run children as itself: say so now, not at fork.
+        let me = sys::users::current_credentials();
+        if let Some(user) = &run_as.user {
+            let wanted = sys::users::lookup_credentials(user, None)?;
+            if wanted.uid != me.uid {
+                return Err(format!(
+                    "user={user} needs a master started as root (this master runs as uid {})",
+                    me.uid
+                ));
+            }
+        }
+        if let Some(group) = &run_as.group {
+            let gid = sys::users::lookup_group(group)?;
+            if gid != me.gid {
+                return Err(format!(
+                    "group={group} needs a master started as root (this master runs as gid {})",
+                    me.gid
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let env_user = std::env::var("CYRUS_USER").ok();
+    let env_group = std::env::var("CYRUS_GROUP").ok();
+    let user = run_as
+        .user
+        .clone()
+        .or_else(|| policy.cli_user.clone())
+        .or_else(|| imapd.cyrus_user().map(String::from))
+        .or(env_user)
+        .or_else(|| sys::users::user_exists("cyrus").then(|| "cyrus".to_string()))
+        .ok_or_else(|| {
+            "the master runs as root and no user is set for its children: give -u USER, \
+             cyrus_user in imapd.conf, CYRUS_USER in the environment, or user= on the entry \
+             (user=root only if you mean it)"
+                .to_string()
+        })?;
+    let group = run_as
+        .group
+        .clone()
+        .or_else(|| policy.cli_group.clone())
+        .or_else(|| imapd.cyrus_group().map(String::from))
+        .or(env_group);
+    sys::users::lookup_credentials(&user, group.as_deref()).map(Some)
+}

@@ -1,0 +1,132 @@
+//! Where the master's log lines go: stderr in the foreground (-D), a file (-L), else syslog.
+//!
+//! Everything is written synchronously from the one thread of the master: no logging thread.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::sys::syslog::{Severity, Syslog};
+
+/// Where log lines go.
+pub enum Target {
+    Stderr,
+    File(File),
+    Syslog(Syslog),
+}
+
+impl Target {
+    /// Opens the log file for appending (created 0640 if missing).
+    pub fn file(path: &Path) -> io::Result<Target> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(Target::File(file))
+    }
+}
+
+/// A `MakeWriter` over a shared [`Target`].
+#[derive(Clone)]
+struct Sink {
+    target: Arc<Mutex<Target>>,
+}
+
+/// One log line being formatted; sent when dropped.
+pub struct LineWriter {
+    target: Arc<Mutex<Target>>,
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let Ok(mut target) = self.target.lock() else {
+            return;
+        };
+        // A log line that cannot be written is dropped: the master must go on.
+        match &mut *target {
+            Target::Stderr => {
+                let _ = io::stderr().write_all(&self.buf);
+            }
+            Target::File(file) => {
+                let _ = file.write_all(&self.buf);
+            }
+            Target::Syslog(syslog) => {
+                let text = String::from_utf8_lossy(&self.buf);
+                let severity = match self.level {
+                    Level::ERROR => Severity::Error,
+                    Level::WARN => Severity::Warning,
+                    Level::INFO => Severity::Info,
+                    _ => Severity::Debug,
+                };
+                syslog.send(severity, text.trim_end());
+            }
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Sink {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            target: self.target.clone(),
+            level: Level::INFO,
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter {
+        LineWriter {
+            target: self.target.clone(),
+            level: *meta.level(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Installs the global logger. `verbose` 0 logs info and up, 1 debug, 2 trace.
+pub fn init(target: Target, verbose: u8) {
+    let max = match verbose {
+        0 => Level::INFO,
+        1 => Level::DEBUG,
+        _ => Level::TRACE,
+    };
+    let with_time = !matches!(target, Target::Syslog(_));
+    let sink = Sink {
+        target: Arc::new(Mutex::new(target)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(max)
+        .with_writer(sink)
+        .with_ansi(false)
+        .with_target(false);
+    // A second init (tests) keeps the first logger.
+    let _ = if with_time {
+        builder.try_init()
+    } else {
+        builder.without_time().with_level(false).try_init()
+    };
+}

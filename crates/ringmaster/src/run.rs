@@ -1,0 +1,156 @@
+//! Run mode: start-up in the order Cyrus's master uses, the loop, and a clean exit.
+
+use std::path::{Path, PathBuf};
+
+use tracing::{error, info, warn};
+
+use crate::cli::RunArgs;
+use crate::launch::{self, IdentityPolicy, Launcher, Sources};
+use crate::logging;
+use crate::runtime::Runtime;
+use crate::supervisor::schedule::LocalTime;
+use crate::supervisor::{Settings, Supervisor, EXIT_CONFIG};
+use crate::sys;
+
+/// EX_OSERR, as Cyrus's master for pidfile trouble.
+const EXIT_OSERR: i32 = 71;
+
+/// Runs the master; returns the process exit status.
+pub fn run(args: RunArgs) -> i32 {
+    if args.daemonize {
+        if let Err(err) = sys::daemonize::daemonize() {
+            eprintln!("ringmaster: cannot daemonize: {err}");
+            return EXIT_OSERR;
+        }
+    }
+    let target = match (&args.logfile, args.foreground) {
+        (Some(path), _) => match logging::Target::file(path) {
+            Ok(t) => t,
+            Err(err) => {
+                eprintln!("ringmaster: cannot open log file {}: {err}", path.display());
+                return EXIT_OSERR;
+            }
+        },
+        (None, true) => logging::Target::Stderr,
+        (None, false) => match sys::syslog::Syslog::connect("ringmaster") {
+            Some(s) => logging::Target::Syslog(s),
+            None => logging::Target::Stderr,
+        },
+    };
+    logging::init(target, args.verbose);
+    if let Err(err) = sys::signals::assert_single_threaded() {
+        error!("{err}");
+        return EXIT_OSERR;
+    }
+    // Signals are blocked and read from a signalfd from here on: nothing runs in a handler.
+    let signals = match sys::signals::SignalFd::install() {
+        Ok(s) => s,
+        Err(err) => {
+            error!("cannot set up signal handling: {err}");
+            return EXIT_OSERR;
+        }
+    };
+    sys::clock::init_timezone();
+
+    let sources = Sources {
+        cyrus_conf: args.paths.cyrus_conf.clone(),
+        imapd_conf: args.paths.imapd_conf_path(),
+        imapd_conf_required: args.paths.imapd_conf.is_some(),
+        service_path: launch::parse_service_path(&args.service_path),
+    };
+    let policy = IdentityPolicy {
+        am_root: sys::users::is_root(),
+        cli_user: args.user.clone(),
+        cli_group: args.group.clone(),
+    };
+    let launcher = match Launcher::load(sources, policy) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                error!("{}", p.trim_end());
+                if !args.foreground && args.logfile.is_none() {
+                    eprintln!("{}", p.trim_end());
+                }
+            }
+            error!("configuration is invalid: not starting");
+            return EXIT_CONFIG;
+        }
+    };
+    let imapd = launcher.setup().imapd.clone();
+    let pidfile_path = args
+        .pidfile
+        .clone()
+        .or_else(|| imapd.master_pid_file().map(PathBuf::from));
+    let pidfile = match &pidfile_path {
+        Some(path) => match sys::pidfile::PidFile::acquire(path) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                error!("{err}");
+                eprintln!("ringmaster: {err}");
+                return EXIT_OSERR;
+            }
+        },
+        None => None,
+    };
+    let ready_file = args
+        .ready_file
+        .clone()
+        .or_else(|| imapd.master_ready_file().map(PathBuf::from))
+        .or_else(|| imapd.configdirectory().map(|d| Path::new(d).join("master.ready")));
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+
+    let settings = Settings {
+        stop_timeout: args.stop_timeout,
+        drain_timeout: args.drain_timeout,
+        worker_env: vec![(ringmaster_proto::ENV_EXIT_NOTES.to_string(), "1".to_string())],
+    };
+    let config = launcher.setup().config.clone();
+    info!(
+        "starting: {} START, {} services, {} events, {} daemons from {}",
+        config.start.len(),
+        config.services.len(),
+        config.events.len(),
+        config.daemons.len(),
+        args.paths.cyrus_conf.display()
+    );
+    let supervisor = Supervisor::new(config, settings, local_clock);
+    let ready_for_closure = ready_file.clone();
+    let on_ready = Box::new(move || {
+        if let Some(path) = &ready_for_closure {
+            if let Err(err) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                warn!("cannot write ready file {}: {err}", path.display());
+            }
+        }
+    });
+    let runtime = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
+        Ok(r) => r,
+        Err(err) => {
+            error!("cannot set up the event loop: {err}");
+            return EXIT_OSERR;
+        }
+    };
+    let code = runtime.run();
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(pidfile) = pidfile {
+        pidfile.remove();
+    }
+    info!("exiting with status {code}");
+    code
+}
+
+fn local_clock(unix: i64) -> LocalTime {
+    let t = sys::clock::local_time(unix);
+    LocalTime {
+        year: t.year,
+        month: t.month,
+        day: t.day,
+        hour: t.hour,
+        minute: t.minute,
+        second: t.second,
+        weekday: t.weekday,
+    }
+}

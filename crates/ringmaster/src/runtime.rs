@@ -1,0 +1,494 @@
+//! The loop: turns fds and signals into supervisor inputs and carries out its actions.
+//!
+//! Deliberately thin: every decision is the supervisor's. This file owns the descriptors
+//! (signalfd, epoll, listeners, status pipes, daemon ready pipes) and the spawn plumbing.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use ringmaster_proto::{RawNote, DAEMON_READY, NOTE_LEN};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Listen, Proto};
+use crate::launch::{Launcher, LoadedSetup};
+use crate::supervisor::{
+    Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
+};
+use crate::sys;
+
+const KIND_SHIFT: u64 = 56;
+const KIND_SIGNAL: u64 = 1;
+const KIND_LISTENER: u64 = 2;
+const KIND_STATUS: u64 = 3;
+const KIND_DAEMON: u64 = 4;
+
+fn pool_token(kind: u64, pool: PoolId) -> u64 {
+    kind << KIND_SHIFT | u64::from(pool.service.0) << 8 | u64::from(pool.family)
+}
+
+fn token_pool(token: u64) -> PoolId {
+    PoolId {
+        service: ServiceKey(((token >> 8) & 0xffff_ffff) as u32),
+        family: (token & 0xff) as u8,
+    }
+}
+
+/// One listening socket, shared between services while a reload hands it over.
+struct Listener {
+    fd: OwnedFd,
+    listen: Listen,
+    proto: Proto,
+    family: u8,
+}
+
+struct PoolIo {
+    listener: Rc<Listener>,
+    status_read: OwnedFd,
+    status_write: OwnedFd,
+    pending: Vec<u8>,
+    watched: bool,
+}
+
+struct DaemonPipe {
+    name: String,
+    read: OwnedFd,
+    got: Vec<u8>,
+}
+
+/// Everything the loop owns.
+pub struct Runtime {
+    sup: Supervisor,
+    launcher: Launcher,
+    signals: sys::signals::SignalFd,
+    poller: sys::poller::Poller,
+    pools: HashMap<PoolId, PoolIo>,
+    daemon_pipes: HashMap<u64, DaemonPipe>,
+    next_daemon_token: u64,
+    backlog: i32,
+    exit_code: Option<i32>,
+    on_ready: Box<dyn FnMut()>,
+}
+
+impl Runtime {
+    pub fn new(
+        sup: Supervisor,
+        launcher: Launcher,
+        signals: sys::signals::SignalFd,
+        backlog: i32,
+        on_ready: Box<dyn FnMut()>,
+    ) -> io::Result<Runtime> {
+        let poller = sys::poller::Poller::new()?;
+        poller.add(signals.fd(), KIND_SIGNAL << KIND_SHIFT)?;
+        Ok(Runtime {
+            sup,
+            launcher,
+            signals,
+            poller,
+            pools: HashMap::new(),
+            daemon_pipes: HashMap::new(),
+            next_daemon_token: 0,
+            backlog,
+            exit_code: None,
+            on_ready,
+        })
+    }
+
+    fn now() -> Now {
+        Now {
+            mono: Instant::now(),
+            unix: sys::clock::unix_now(),
+        }
+    }
+
+    /// Runs until the supervisor says to exit; returns the exit status.
+    pub fn run(mut self) -> i32 {
+        // Children that ended before we looked (none, normally) are swept once.
+        self.reap();
+        self.feed(Input::Boot);
+        let mut tokens = Vec::new();
+        while self.exit_code.is_none() {
+            let timeout = self
+                .sup
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(err) = self.poller.wait(timeout, &mut tokens) {
+                error!("epoll_wait failed: {err}");
+                // Never spin: a broken poller gets a short pause before the next try.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            // Notes first, so a worker's last words are counted before its exit is.
+            tokens.sort_by_key(|t| match t >> KIND_SHIFT {
+                KIND_STATUS | KIND_DAEMON => 0,
+                KIND_LISTENER => 1,
+                _ => 2,
+            });
+            for &token in &tokens {
+                match token >> KIND_SHIFT {
+                    KIND_STATUS => self.read_status(token_pool(token)),
+                    KIND_DAEMON => self.read_daemon_pipe(token),
+                    KIND_LISTENER => self.feed(Input::ListenerReadable(token_pool(token))),
+                    KIND_SIGNAL => self.read_signals(),
+                    _ => {}
+                }
+                if self.exit_code.is_some() {
+                    break;
+                }
+            }
+            if self.exit_code.is_none() {
+                self.feed(Input::Tick);
+            }
+        }
+        self.exit_code.unwrap_or(0)
+    }
+
+    fn feed(&mut self, input: Input) {
+        let actions = self.sup.handle(input, Self::now());
+        for action in actions {
+            self.carry_out(action);
+        }
+    }
+
+    fn read_signals(&mut self) {
+        for signal in self.signals.read_pending() {
+            match signal {
+                Signal::SIGCHLD => self.reap(),
+                Signal::SIGHUP => {
+                    info!("SIGHUP: reload requested");
+                    self.feed(Input::ReloadRequested);
+                }
+                Signal::SIGTERM | Signal::SIGINT => {
+                    info!("{signal}: stopping");
+                    self.feed(Input::Stop { graceful: false });
+                }
+                Signal::SIGQUIT => {
+                    info!("SIGQUIT: stopping gracefully");
+                    self.feed(Input::Stop { graceful: true });
+                }
+                other => debug!("ignoring {other}"),
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for (pid, kind) in sys::process::reap_all() {
+            let status = match kind {
+                sys::process::ExitKind::Exited(code) => ExitStatus::Code(code),
+                sys::process::ExitKind::Signaled { signal, core } => {
+                    ExitStatus::Signal { signal, core }
+                }
+            };
+            self.feed(Input::Exited { pid, status });
+        }
+    }
+
+    fn read_status(&mut self, pool: PoolId) {
+        let Some(io) = self.pools.get_mut(&pool) else {
+            return;
+        };
+        match sys::pipe::read_available(&io.status_read, &mut io.pending) {
+            Ok(_) => {}
+            Err(err) => {
+                warn!("reading status pipe: {err}");
+                return;
+            }
+        }
+        let whole = io.pending.len() / NOTE_LEN * NOTE_LEN;
+        let notes: Vec<RawNote> = io.pending[..whole]
+            .chunks_exact(NOTE_LEN)
+            .filter_map(|c| <[u8; NOTE_LEN]>::try_from(c).ok())
+            .map(RawNote::decode)
+            .collect();
+        io.pending.drain(..whole);
+        if !io.pending.is_empty() {
+            // Notes are written whole by one write(); a fragment means a broken writer.
+            warn!(
+                "status pipe: {} stray bytes (not a whole note); dropped",
+                io.pending.len()
+            );
+            io.pending.clear();
+        }
+        for note in notes {
+            self.feed(Input::Note { pool, note });
+        }
+    }
+
+    fn read_daemon_pipe(&mut self, token: u64) {
+        let Some(pipe) = self.daemon_pipes.get_mut(&token) else {
+            return;
+        };
+        let eof = match sys::pipe::read_available(&pipe.read, &mut pipe.got) {
+            Ok(sys::pipe::ReadOutcome::Eof) => true,
+            Ok(_) => false,
+            Err(err) => {
+                warn!("reading daemon ready pipe: {err}");
+                true
+            }
+        };
+        let name = pipe.name.clone();
+        let verdict = if pipe.got.starts_with(DAEMON_READY) {
+            Some(Ok(()))
+        } else if eof || pipe.got.len() >= DAEMON_READY.len() {
+            Some(Err(format!(
+                "expected \"ok\\r\\n\" on fd 3, got {:?}{}",
+                String::from_utf8_lossy(&pipe.got),
+                if eof { " and end of file" } else { "" }
+            )))
+        } else {
+            None
+        };
+        let Some(verdict) = verdict else {
+            return;
+        };
+        if let Some(pipe) = self.daemon_pipes.remove(&token) {
+            let _ = self.poller.delete(pipe.read.as_fd());
+        }
+        match verdict {
+            Ok(()) => self.feed(Input::DaemonReady { name }),
+            Err(reason) => self.feed(Input::DaemonNotReady { name, reason }),
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Bind {
+                service,
+                name,
+                listen,
+                proto,
+            } => self.bind(service, &name, listen, proto),
+            Action::Spawn(request) => {
+                let role = request.role.clone();
+                let outcome = self.spawn(&request);
+                match outcome {
+                    Ok(pid) => self.feed(Input::Spawned { role, pid }),
+                    Err(error) => self.feed(Input::SpawnFailed { role, error }),
+                }
+            }
+            Action::Signal { pid, signal } => {
+                let signal = match signal {
+                    Sig::Hup => Signal::SIGHUP,
+                    Sig::Term => Signal::SIGTERM,
+                    Sig::Kill => Signal::SIGKILL,
+                };
+                if let Err(err) = sys::process::send_signal(pid, signal) {
+                    warn!("cannot send {signal} to {pid}: {err}");
+                }
+            }
+            Action::Watch { pool, on } => self.watch(pool, on),
+            Action::Pause { pool } => {
+                if let Some(io) = self.pools.get(&pool) {
+                    if let Err(err) = sys::net::pause_listener(&io.listener.fd) {
+                        warn!("cannot pause listener: {err}");
+                    }
+                }
+            }
+            Action::Resume { pool } => {
+                if let Some(io) = self.pools.get(&pool) {
+                    if let Err(err) = sys::net::resume_listener(&io.listener.fd, self.backlog) {
+                        error!("cannot resume listener: {err}");
+                    }
+                }
+            }
+            Action::Release { service } => self.release(service),
+            Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
+            Action::LoadConfig => match self.launcher.reload() {
+                Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                Err(()) => self.feed(Input::ConfigRejected),
+            },
+            Action::Ready => (self.on_ready)(),
+            Action::Exit(code) => {
+                self.pools.clear();
+                self.exit_code = Some(code);
+            }
+        }
+    }
+
+    fn bind(&mut self, service: ServiceKey, name: &str, listen: Listen, proto: Proto) {
+        // A socket already open for the same address (a renamed service, a reload that
+        // re-adds one) is shared rather than bound again: nothing is ever refused.
+        let mut shared: Vec<Rc<Listener>> = Vec::new();
+        for io in self.pools.values() {
+            if io.listener.listen == listen
+                && io.listener.proto == proto
+                && !shared.iter().any(|l| Rc::ptr_eq(l, &io.listener))
+            {
+                shared.push(io.listener.clone());
+            }
+        }
+        let listeners: Vec<Rc<Listener>> = if shared.is_empty() {
+            match sys::net::bind_listeners(&listen, proto, self.backlog, None) {
+                Ok(bound) => bound
+                    .into_iter()
+                    .map(|b| {
+                        info!("{name}: listening on {}", b.local);
+                        Rc::new(Listener {
+                            fd: b.fd,
+                            listen: listen.clone(),
+                            proto,
+                            family: b.family_index,
+                        })
+                    })
+                    .collect(),
+                Err(err) => {
+                    self.feed(Input::BindFailed {
+                        service,
+                        error: err.to_string(),
+                    });
+                    return;
+                }
+            }
+        } else {
+            debug!("{name}: reusing the open socket for {listen}");
+            shared
+        };
+        let mut families = Vec::new();
+        for listener in listeners {
+            let pool = PoolId {
+                service,
+                family: listener.family,
+            };
+            let (status_read, status_write) = match sys::pipe::status_pipe() {
+                Ok(pair) => pair,
+                Err(err) => {
+                    error!("{name}: cannot create a status pipe: {err}");
+                    continue;
+                }
+            };
+            if let Err(err) = self
+                .poller
+                .add(status_read.as_fd(), pool_token(KIND_STATUS, pool))
+            {
+                error!("{name}: cannot watch the status pipe: {err}");
+                continue;
+            }
+            families.push(pool.family);
+            self.pools.insert(
+                pool,
+                PoolIo {
+                    listener,
+                    status_read,
+                    status_write,
+                    pending: Vec::new(),
+                    watched: false,
+                },
+            );
+        }
+        if families.is_empty() {
+            self.feed(Input::BindFailed {
+                service,
+                error: "no usable listening socket".into(),
+            });
+        } else {
+            self.feed(Input::Bound { service, families });
+        }
+    }
+
+    fn watch(&mut self, pool: PoolId, on: bool) {
+        let Some(io) = self.pools.get_mut(&pool) else {
+            return;
+        };
+        if io.watched == on {
+            return;
+        }
+        let result = if on {
+            self.poller
+                .add(io.listener.fd.as_fd(), pool_token(KIND_LISTENER, pool))
+        } else {
+            self.poller.delete(io.listener.fd.as_fd())
+        };
+        match result {
+            Ok(()) => io.watched = on,
+            Err(err) => warn!("cannot change the watch on a listener: {err}"),
+        }
+    }
+
+    fn release(&mut self, service: ServiceKey) {
+        let ids: Vec<PoolId> = self
+            .pools
+            .keys()
+            .filter(|p| p.service == service)
+            .copied()
+            .collect();
+        for id in ids {
+            self.watch(id, false);
+            let Some(io) = self.pools.remove(&id) else {
+                continue;
+            };
+            let _ = self.poller.delete(io.status_read.as_fd());
+            // Still used by another service (a reload handed it over): keep it open.
+            if Rc::strong_count(&io.listener) == 1 {
+                if let Err(err) = sys::net::stop_listening(&io.listener.fd) {
+                    debug!("stop listening: {err}");
+                }
+                if let Listen::Unix(path) = &io.listener.listen {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            // The status pipe's read end goes with `io`; workers still writing get EPIPE,
+            // which Cyrus's workers ignore.
+        }
+    }
+
+    fn spawn(&mut self, request: &crate::supervisor::SpawnRequest) -> Result<i32, String> {
+        let mut spec = self.launcher.exec_spec(request)?;
+        let mut ready_read = None;
+        match &request.fds {
+            ChildFds::None => {}
+            ChildFds::Worker(pool) => {
+                let io = self
+                    .pools
+                    .get(pool)
+                    .ok_or_else(|| "the service's sockets are gone".to_string())?;
+                spec.status_fd = Some(io.status_write.as_raw_fd());
+                spec.listen_fd = Some(io.listener.fd.as_raw_fd());
+            }
+            ChildFds::DaemonReadyPipe => {
+                let (read, write) =
+                    sys::pipe::status_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+                spec.status_fd = Some(write.as_raw_fd());
+                ready_read = Some((read, write));
+            }
+        }
+        let pid = sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
+        if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
+            drop(write);
+            let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;
+            self.next_daemon_token += 1;
+            if let Err(err) = self.poller.add(read.as_fd(), token) {
+                error!("cannot watch the ready pipe of {name}: {err}");
+            }
+            self.daemon_pipes.insert(
+                token,
+                DaemonPipe {
+                    name: name.clone(),
+                    read,
+                    got: Vec::new(),
+                },
+            );
+        }
+        Ok(pid)
+    }
+}
+
+/// The path a unix listen address binds, for cleanup at exit.
+pub fn unix_path(listen: &Listen) -> Option<PathBuf> {
+    match listen {
+        Listen::Unix(path) => Some(path.clone()),
+        _ => None,
+    }
+}
+
+#[allow(dead_code)]
+fn cstring(text: &str) -> Option<CString> {
+    CString::new(text).ok()
+}
+
+#[allow(dead_code)]
+type Setup = LoadedSetup;

@@ -1,0 +1,375 @@
+//! Shared harness for the end-to-end tests: a temp dir, the real master binary started on a
+//! config, bounded waits on conditions, loopback clients, and cleanup of every process by pid.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const MASTER: &str = env!("CARGO_BIN_EXE_ringmaster");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_ringmaster-demo-worker");
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (returns true) when a requirement is missing, outside CI; fails loudly in CI.
+pub fn skip_unless(available: bool, what: &str) -> bool {
+    if available {
+        return false;
+    }
+    if in_ci() {
+        panic!("CI=true but {what} is not available");
+    }
+    eprintln!("SKIPPED: {what} is not available");
+    true
+}
+
+/// Waits until `cond` holds, checking every few milliseconds, for at most `limit`.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A directory of its own under the system temp dir, removed when dropped.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("rm-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create test dir");
+        // Workers run as nobody when the tests run as root: let them write here.
+        let _ = Command::new("chmod").arg("0777").arg(&path).status();
+        TestDir(path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Parent pid of a process, from /proc.
+pub fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// State letter of a process (R, S, Z...), from /proc.
+pub fn state_of(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Live (non-zombie) children of `parent`.
+pub fn children_of(parent: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if ppid_of(pid) == Some(parent) && state_of(pid) != Some('Z') {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// Pids of live processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(marker) && state_of(pid) != Some('Z') {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+pub fn kill(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// A running master under test.
+pub struct Master {
+    pub child: Option<Child>,
+    pub pid: i32,
+    pub conf: PathBuf,
+    pub imapd: PathBuf,
+    pub pidfile: PathBuf,
+    pub ready: PathBuf,
+    pub log: PathBuf,
+    /// Every worker pid this test has seen, for cleanup.
+    seen: BTreeSet<i32>,
+}
+
+/// Options for starting a master.
+pub struct Start<'a> {
+    pub dir: &'a TestDir,
+    pub conf: &'a str,
+    pub args: Vec<String>,
+    pub imapd_extra: &'a str,
+}
+
+impl<'a> Start<'a> {
+    pub fn new(dir: &'a TestDir, conf: &'a str) -> Start<'a> {
+        Start {
+            dir,
+            conf,
+            args: vec![],
+            imapd_extra: "",
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    /// Starts the master; does not wait for it to be ready.
+    pub fn spawn(self) -> Master {
+        let dir = self.dir;
+        let conf = dir.path("cyrus.conf");
+        let imapd = dir.path("imapd.conf");
+        fs::write(&conf, self.conf).expect("write cyrus.conf");
+        fs::write(
+            &imapd,
+            format!("configdirectory: {}\n{}", dir.0.display(), self.imapd_extra),
+        )
+        .expect("write imapd.conf");
+        let log = dir.path("master.log");
+        let logfile = fs::File::create(&log).expect("log file");
+        let pidfile = dir.path("master.pid");
+        let ready = dir.path("master.ready");
+        let mut cmd = Command::new(MASTER);
+        cmd.arg("-D")
+            .arg("-M")
+            .arg(&conf)
+            .arg("-C")
+            .arg(&imapd)
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("-r")
+            .arg(&ready)
+            .arg("-v")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logfile);
+        if is_root() && !self.args.iter().any(|a| a == "-u") {
+            cmd.arg("-u").arg("nobody");
+        }
+        let child = cmd.spawn().expect("start ringmaster");
+        let pid = child.id() as i32;
+        Master {
+            child: Some(child),
+            pid,
+            conf,
+            imapd,
+            pidfile,
+            ready,
+            log,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Starts the master and waits until it is ready (its ready file exists).
+    pub fn start(self) -> Master {
+        let mut m = self.spawn();
+        m.wait_ready();
+        m
+    }
+}
+
+impl Master {
+    pub fn wait_ready(&mut self) {
+        let ready = self.ready.clone();
+        let ok = wait_until(WAIT, || ready.exists() || self.exited().is_some());
+        assert!(
+            ok && ready.exists(),
+            "master not ready; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The master's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the master to exit; its status, or None after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.exited();
+            status.is_some()
+        });
+        status
+    }
+
+    pub fn children(&mut self) -> BTreeSet<i32> {
+        let kids = children_of(self.pid);
+        self.seen.extend(kids.iter().copied());
+        kids
+    }
+
+    /// Waits until the master has exactly `n` children; returns them.
+    pub fn wait_children(&mut self, n: usize) -> BTreeSet<i32> {
+        let mut kids = BTreeSet::new();
+        let ok = wait_until(WAIT, || {
+            kids = self.children();
+            kids.len() == n
+        });
+        assert!(
+            ok,
+            "expected {n} children, have {}: {kids:?}\nlog:\n{}",
+            kids.len(),
+            self.log_text()
+        );
+        kids
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        kill(self.pid, signal);
+    }
+
+    /// Replaces cyrus.conf (atomically) for a reload.
+    pub fn rewrite_conf(&self, text: &str) {
+        let tmp = self.conf.with_extension("new");
+        fs::write(&tmp, text).expect("write conf");
+        fs::rename(&tmp, &self.conf).expect("rename conf");
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        wait_until(WAIT, || self.log_text().contains(needle))
+    }
+
+    /// SIGTERM, bounded wait, SIGKILL; then every worker ever seen is killed by pid.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.children();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_exit(WAIT);
+        if status.is_none() {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.wait_exit(WAIT);
+        }
+        for &pid in &self.seen {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.child = None;
+        status
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Connects to 127.0.0.1:port and reads the banner line.
+pub fn connect(port: u16) -> (TcpStream, String) {
+    connect_addr(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+pub fn connect_addr(addr: SocketAddr) -> (TcpStream, String) {
+    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let banner = read_line(&stream);
+    (stream, banner)
+}
+
+pub fn read_line(stream: &TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    line.trim_end().to_string()
+}
+
+/// Sends a command line and returns the answer line.
+pub fn ask(stream: &mut TcpStream, line: &str) -> String {
+    stream.write_all(format!("{line}\r\n").as_bytes()).expect("send");
+    let mut byte = [0u8; 1];
+    let mut out = Vec::new();
+    while stream.read(&mut byte).unwrap_or(0) == 1 {
+        if byte[0] == b'\n' {
+            break;
+        }
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).trim_end().to_string()
+}
+
+/// The pid a demo worker's banner names.
+pub fn banner_pid(banner: &str) -> i32 {
+    banner
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in banner {banner:?}"))
+}
+
+pub fn read_to_string(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}

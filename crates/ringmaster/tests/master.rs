@@ -1,0 +1,344 @@
+//! End-to-end tests of the master: the real binary, real workers, real sockets on loopback.
+//! Scenarios follow upstream Cyrus's own master tests (Cassandane's tiny-tests/Master).
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn service_conf(name: &str, port: u16, extra: &str) -> String {
+    format!("SERVICES {{\n  {name} cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" {extra}\n}}\n")
+}
+
+#[test]
+fn prefork_is_reached_and_held() {
+    let dir = TestDir::new("prefork");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=3")).start();
+    let first = m.wait_children(3);
+    let (mut stream, banner) = connect(port);
+    assert!(banner.starts_with("* OK"), "{banner}");
+    assert!(first.contains(&banner_pid(&banner)));
+    // The busy worker is replaced so that three stay ready.
+    m.wait_children(4);
+    assert_eq!(ask(&mut stream, "hello"), "hello");
+    drop(stream);
+    assert_eq!(m.stop().map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn spawns_on_demand_and_serves_each_client() {
+    let dir = TestDir::new("ondemand");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=0")).start();
+    assert!(m.children().is_empty());
+    let (mut a, banner_a) = connect(port);
+    let (mut b, banner_b) = connect(port);
+    assert_ne!(banner_pid(&banner_a), banner_pid(&banner_b));
+    assert_eq!(ask(&mut a, "ENV"), "CYRUS_SERVICE=echo CYRUS_ID=0");
+    assert_eq!(ask(&mut b, "one"), "one");
+    m.stop();
+}
+
+#[test]
+fn maxchild_is_never_exceeded_under_concurrent_load() {
+    let dir = TestDir::new("maxchild");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=0 maxchild=3")).start();
+    // Eight clients connect at once and hold their connections.
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    m.wait_children(3);
+    let mut most = 0;
+    for _ in 0..40 {
+        most = most.max(m.children().len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(most, 3, "never above maxchild");
+    // As the served clients leave, the waiting ones are served, still three at a time.
+    let mut served = 0;
+    for mut c in clients {
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let banner = read_line(&c);
+        assert!(banner.starts_with("* OK"), "banner {banner:?}");
+        let _ = c.write_all(b"QUIT\r\n");
+        served += 1;
+        assert!(m.children().len() <= 3);
+    }
+    assert_eq!(served, 8);
+    m.stop();
+}
+
+#[test]
+fn maxforkrate_spreads_forks_out() {
+    let dir = TestDir::new("forkrate");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=12 maxforkrate=4")).start();
+    // In the first moments at most a second's worth of forks exists...
+    let early = m.children().len();
+    assert!(early <= 8, "{early} forks at once despite maxforkrate=4");
+    // ...and the pool still fills up.
+    m.wait_children(12);
+    m.stop();
+}
+
+#[test]
+fn babysit_keeps_one_worker_alive() {
+    let dir = TestDir::new("babysit");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "babysit=1")).start();
+    let first = m.wait_children(1);
+    let pid = *first.iter().next().unwrap();
+    kill(pid, Signal::SIGKILL);
+    let mut now = first.clone();
+    assert!(wait_until(WAIT, || {
+        now = m.children();
+        now.len() == 1 && !now.contains(&pid)
+    }));
+    m.stop();
+}
+
+#[test]
+fn crashing_service_is_throttled_and_refuses() {
+    let dir = TestDir::new("throttle");
+    let port = free_port();
+    let good = free_port();
+    let conf = format!(
+        "SERVICES {{\n  bad cmd=\"{WORKER} --crash-at-start\" listen=\"127.0.0.1:{port}\" prefork=1\n  good cmd=\"{WORKER}\" listen=\"127.0.0.1:{good}\" prefork=1\n}}\n"
+    );
+    let m = Start::new(&dir, &conf).start();
+    assert!(m.wait_log("too many failures for service bad"), "{}", m.log_text());
+    let refused = TcpStream::connect(("127.0.0.1", port));
+    assert!(
+        refused.is_err(),
+        "a throttled service refuses connections instead of leaving them hanging"
+    );
+    // Other services are untouched.
+    let (_s, banner) = connect(good);
+    assert!(banner.starts_with("* OK"));
+}
+
+#[test]
+fn unix_udp_and_ipv6_listeners() {
+    let dir = TestDir::new("families");
+    let sock = dir.path("echo.sock");
+    let udp = free_port();
+    let v6 = free_port();
+    let conf = format!(
+        "SERVICES {{\n  unixecho cmd=\"{WORKER}\" listen=\"{}\"\n  udpecho cmd=\"{WORKER}\" listen=\"127.0.0.1:{udp}\" proto=udp prefork=1\n  sixecho cmd=\"{WORKER}\" listen=\"[::1]:{v6}\" proto=tcp6\n}}\n",
+        sock.display()
+    );
+    let mut m = Start::new(&dir, &conf).start();
+    let unix = UnixStream::connect(&sock).expect("unix connect");
+    unix.set_read_timeout(Some(WAIT)).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&unix), &mut line).unwrap();
+    assert!(line.contains("unixecho"), "{line}");
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 512];
+    let answered = wait_until(WAIT, || {
+        let _ = client.send_to(b"ping\n", ("127.0.0.1", udp));
+        client.recv(&mut buf).is_ok()
+    });
+    assert!(answered, "udp service answered");
+
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let (_s, banner) = connect_addr(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6)));
+        assert!(banner.contains("sixecho"), "{banner}");
+    } else {
+        eprintln!("no IPv6 on loopback: the IPv6 half is skipped");
+    }
+    m.stop();
+}
+
+#[test]
+fn start_commands_run_in_order_before_services() {
+    let dir = TestDir::new("start");
+    let log = dir.path("start.log");
+    let port = free_port();
+    let conf = format!(
+        "START {{\n  first cmd=\"{WORKER} --touch {log} --exit\"\n  second cmd=\"{WORKER} --touch {log} --exit\"\n}}\nSERVICES {{\n  echo cmd=\"{WORKER} --touch {log}\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\n",
+        log = log.display()
+    );
+    let mut m = Start::new(&dir, &conf).start();
+    m.wait_children(1);
+    assert!(wait_until(WAIT, || read_to_string(&log).lines().count() == 3));
+    let text = read_to_string(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("service=-"), "START gets no CYRUS_SERVICE: {}", lines[0]);
+    assert!(lines[2].contains("service=echo id=0"), "{}", lines[2]);
+    m.stop();
+}
+
+#[test]
+fn failing_start_command_stops_startup() {
+    let dir = TestDir::new("startfail");
+    let log = dir.path("start.log");
+    let conf = format!(
+        "START {{\n  bad cmd=\"{WORKER} --crash-at-start\"\n  never cmd=\"{WORKER} --touch {} --exit\"\n}}\n",
+        log.display()
+    );
+    let mut m = Start::new(&dir, &conf).spawn();
+    let status = m.wait_exit(WAIT).expect("master exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(!log.exists(), "the second START never runs");
+    assert!(!m.ready.exists());
+}
+
+#[test]
+fn missing_executable_exits_78() {
+    let dir = TestDir::new("noexe");
+    let conf = "SERVICES {\n  x cmd=\"/usr/bin/no-such-exe\" listen=\"127.0.0.1:1\"\n}\n";
+    let mut m = Start::new(&dir, conf).spawn();
+    let status = m.wait_exit(WAIT).expect("master exits");
+    assert_eq!(status.code(), Some(78));
+    assert!(m.log_text().contains("cannot find executable"), "{}", m.log_text());
+}
+
+#[test]
+fn periodic_event_fires_at_start() {
+    let dir = TestDir::new("event");
+    let log = dir.path("event.log");
+    let conf = format!(
+        "EVENTS {{\n  tick cmd=\"{WORKER} --touch {} --exit\" period=1\n}}\n",
+        log.display()
+    );
+    let m = Start::new(&dir, &conf).start();
+    assert!(wait_until(WAIT, || read_to_string(&log).lines().count() == 1));
+    drop(m);
+}
+
+#[test]
+fn daemon_is_restarted_when_it_dies() {
+    let dir = TestDir::new("daemon");
+    let conf = format!("DAEMON {{\n  keeper cmd=\"{WORKER} --daemon-ready\"\n}}\n");
+    let mut m = Start::new(&dir, &conf).start();
+    let first = m.wait_children(1);
+    let pid = *first.iter().next().unwrap();
+    kill(pid, Signal::SIGKILL);
+    let mut now = first.clone();
+    assert!(wait_until(WAIT, || {
+        now = m.children();
+        now.len() == 1 && !now.contains(&pid)
+    }));
+    m.stop();
+}
+
+#[test]
+fn wait_daemon_gates_services() {
+    let dir = TestDir::new("waitdaemon");
+    let port = free_port();
+    let conf = format!(
+        "SERVICES {{\n  echo cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\nDAEMON {{\n  gate cmd=\"{WORKER} --daemon-ready\" wait=y\n}}\n"
+    );
+    let mut m = Start::new(&dir, &conf).start();
+    m.wait_children(2);
+    let (_s, banner) = connect(port);
+    assert!(banner.starts_with("* OK"));
+    m.stop();
+}
+
+#[test]
+fn pidfile_is_locked_against_a_second_master() {
+    let dir = TestDir::new("pidlock");
+    let port = free_port();
+    let conf = service_conf("echo", port, "prefork=1");
+    let mut first = Start::new(&dir, &conf).start();
+    let pid_text = read_to_string(&first.pidfile);
+    assert_eq!(pid_text.trim(), first.pid.to_string());
+    let dir2 = TestDir::new("pidlock2");
+    let mut second = Start::new(&dir2, &service_conf("echo", free_port(), ""))
+        .arg("-p")
+        .arg(first.pidfile.to_str().unwrap())
+        .spawn();
+    let status = second.wait_exit(WAIT).expect("second master exits");
+    assert_ne!(status.code(), Some(0));
+    assert!(second.log_text().contains("already"), "{}", second.log_text());
+    first.stop();
+    assert!(!first.pidfile.exists(), "pidfile removed at exit");
+    assert!(!first.ready.exists(), "ready file removed at exit");
+}
+
+#[test]
+fn stop_kills_a_worker_that_ignores_sigterm() {
+    let port = free_port();
+    let conf = format!(
+        "SERVICES {{\n  stubborn cmd=\"{WORKER} --ignore-term\" listen=\"127.0.0.1:{port}\" prefork=2\n}}\n"
+    );
+    let dir = TestDir::new("ignoreterm2");
+    let mut m = Start::new(&dir, &conf).arg("--stop-timeout").arg("1").start();
+    let kids = m.wait_children(2);
+    m.signal(Signal::SIGTERM);
+    let status = m.wait_exit(WAIT).expect("master exits despite the stubborn worker");
+    assert_eq!(status.code(), Some(0));
+    for pid in kids {
+        assert!(wait_until(WAIT, || state_of(pid).is_none() || state_of(pid) == Some('Z')));
+    }
+}
+
+#[test]
+fn sigterm_at_random_moments_of_startup_leaves_nothing_behind() {
+    let dir = TestDir::new("termstorm");
+    let port = free_port();
+    let marker = format!("marker-{}-{port}", std::process::id());
+    let conf = format!(
+        "START {{\n  prep cmd=\"{WORKER} --touch {log} --exit --banner {marker}\"\n}}\nSERVICES {{\n  echo cmd=\"{WORKER} --banner {marker}\" listen=\"127.0.0.1:{port}\" prefork=10\n}}\nDAEMON {{\n  d cmd=\"{WORKER} --daemon-ready --banner {marker}\"\n}}\n",
+        log = dir.path("start.log").display()
+    );
+    for round in 0..50u64 {
+        let mut m = Start::new(&dir, &conf).arg("--stop-timeout").arg("2").spawn();
+        // Spread the signal over start-up: from before the first fork to after the prefork.
+        std::thread::sleep(Duration::from_micros((round * 7919) % 30_000));
+        m.signal(Signal::SIGTERM);
+        let status = m.wait_exit(WAIT);
+        assert!(status.is_some(), "round {round}: master did not exit; log:\n{}", m.log_text());
+        assert!(
+            wait_until(WAIT, || processes_with(&marker).is_empty()),
+            "round {round}: left behind {:?}",
+            processes_with(&marker)
+        );
+        m.child = None;
+    }
+}
+
+#[test]
+fn sigterm_twice_and_under_client_load() {
+    let dir = TestDir::new("termload");
+    let port = free_port();
+    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=4")).start();
+    m.wait_children(4);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+                    if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                        let _ = read_line(&s);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    m.signal(Signal::SIGTERM);
+    m.signal(Signal::SIGTERM);
+    let status = m.wait_exit(WAIT);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let _ = t.join();
+    }
+    assert!(status.is_some(), "master stopped under load; log:\n{}", m.log_text());
+    m.child = None;
+}
