@@ -107,3 +107,6 @@ pub fn load_cyrus_conf_with(path: &Path, env: &ParseEnv) -> Result<Loaded, Vec<D
         None => Err(pre),
     }
 }
+
+#[cfg(test)]
+mod tests;
