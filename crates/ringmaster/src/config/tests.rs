@@ -463,6 +463,20 @@ proptest! {
     }
 
     #[test]
+    fn small_parsers_never_panic(text in "[0-9a-z*/,: \\[\\]-]{0,30}", any_text in "\\PC{0,30}") {
+        for t in [&text, &any_text] {
+            let _ = cron::parse_cron(t);
+            let _ = listen::parse_listen(t, Transport::Tcp, &env().services);
+            if let Err(e) = listen::parse_listen(t, Transport::Udp, &env().services) {
+                prop_assert!(e.offset <= t.chars().count());
+            }
+            if let Err(e) = cron::parse_cron(t) {
+                prop_assert!(e.offset <= t.chars().count());
+            }
+        }
+    }
+
+    #[test]
     fn generated_configs_round_trip(spec in config_spec()) {
         let text = spec.render();
         let (config, d) = parse_cyrus_conf("f", &text, &env());
