@@ -121,17 +121,22 @@ pub struct ServiceEntry {
     pub name: String,
     pub cmd: Command,
     pub listen: Listen,
-    /// `proto=`, default tcp. Meaningless (and ignored) for unix sockets.
+    /// `proto=`, default tcp. For a unix socket it picks the socket type only: tcp* stream,
+    /// udp* datagram (Debian's `notify` is a datagram unix socket).
     pub proto: Proto,
-    /// Workers kept ready (`prefork=`, default 0).
+    /// Workers kept ready (`prefork=`, default 0). Effective value: at least 1 when babysit,
+    /// at most 1 for UDP.
     pub prefork: u32,
-    /// Most workers at once (`maxchild=`); None is unlimited (Cyrus's -1).
+    /// Most workers at once (`maxchild=`); None is unlimited (Cyrus's -1). Always Some(1)
+    /// for UDP.
     pub maxchild: Option<u32>,
-    /// Most forks per second (`maxforkrate=`); 0 is unlimited.
+    /// Most forks per second (`maxforkrate=`); 0 is unlimited. Effective value: 10 when
+    /// babysit and not given.
     pub maxforkrate: u32,
     /// Keep at least one worker alive at all times (`babysit=`).
     pub babysit: bool,
-    /// RLIMIT_NOFILE for workers (`maxfds=`, default 256).
+    /// RLIMIT_NOFILE for workers (`maxfds=`, default 256); 0 leaves the inherited limit
+    /// (as Cyrus does).
     pub maxfds: u64,
     pub run_as: RunAs,
     pub location: Location,

@@ -1,0 +1,307 @@
+//! `ringmaster check` as an operator runs it: the real binary on broken configs (exact
+//! `file:line:col: error: message`, non-zero exit), on Debian's stock cyrus.conf, and on the
+//! machine's /etc/cyrus.conf when there is one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const EX_CONFIG: i32 = 78;
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// Runs `ringmaster check -M conf -C <test imapd.conf>` with the test services database.
+fn check(conf: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .arg("check")
+        .arg("-M")
+        .arg(conf)
+        .arg("-C")
+        .arg(data("imapd.conf"))
+        .env("RINGMASTER_SERVICES_FILE", data("services"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ringmaster: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "ringmaster panicked:\n{stderr}"
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// Asserts that checking `broken/<name>` fails with exactly these errors (`line:col:
+/// message`), in this order.
+fn assert_errors(name: &str, expected: &[&str]) {
+    let path = data(&format!("broken/{name}"));
+    let (code, stdout) = check(&path);
+    assert_eq!(code, EX_CONFIG, "{name}: exit status\n{stdout}");
+    let prefix = format!("{}:", path.display());
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(": error: "))
+        .map(|l| &l[prefix.len()..])
+        .collect();
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|e| {
+            let (pos, msg) = e.split_once(' ').unwrap_or((e, ""));
+            format!("{pos}: error: {msg}")
+        })
+        .collect();
+    assert_eq!(errors, expected, "{name}:\n{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("error: the configuration is invalid"),
+        "{name}: last line\n{stdout}"
+    );
+}
+
+#[test]
+fn unterminated_quote() {
+    assert_errors(
+        "unterminated-quote.conf",
+        &["2:14 unterminated quoted value"],
+    );
+    // The source line and a caret under the quote follow the message.
+    let (_, stdout) = check(&data("broken/unterminated-quote.conf"));
+    assert!(
+        stdout.contains("2 | \trecover\tcmd=\"ctl_cyrusdb -r\n  | \t       \t    ^\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hash_in_quotes_starts_a_comment() {
+    assert_errors(
+        "hash-in-quotes.conf",
+        &["2:11 unterminated quoted value (`#` starts a comment even inside quotes, as in Cyrus)"],
+    );
+}
+
+#[test]
+fn bad_character_in_name() {
+    assert_errors(
+        "bad-name.conf",
+        &["2:10 bad character `_` in name (entry names are letters and digits only)"],
+    );
+}
+
+#[test]
+fn duplicate_service() {
+    assert_errors(
+        "duplicate-service.conf",
+        &["4:3 duplicate SERVICES entry `imap` (first at line 2)"],
+    );
+}
+
+#[test]
+fn missing_cmd() {
+    assert_errors(
+        "missing-cmd.conf",
+        &["2:3 SERVICES entry `imap` has no `cmd=`"],
+    );
+}
+
+#[test]
+fn bad_number() {
+    assert_errors(
+        "bad-number.conf",
+        &["2:38 `prefork` must be a whole number, not `five`"],
+    );
+}
+
+#[test]
+fn bad_port() {
+    assert_errors(
+        "bad-port.conf",
+        &["2:25 port 70000 is out of range (1-65535)"],
+    );
+}
+
+#[test]
+fn unknown_service_name() {
+    let services = data("services");
+    let msg = format!(
+        "2:36 unknown service name `imapx` (not in {} for tcp)",
+        services.display()
+    );
+    assert_errors("unknown-service-name.conf", &[&msg]);
+}
+
+#[test]
+fn unbalanced_bracket() {
+    assert_errors(
+        "unbalanced-bracket.conf",
+        &["2:26 unbalanced `[` in listen address (no `]`)"],
+    );
+}
+
+#[test]
+fn empty_host() {
+    assert_errors("empty-host.conf", &["2:25 empty host in listen address"]);
+}
+
+#[test]
+fn section_never_closed() {
+    assert_errors(
+        "unclosed-section.conf",
+        &["2:1 section `SERVICES` is never closed (missing `}`)"],
+    );
+}
+
+#[test]
+fn stray_brace() {
+    assert_errors("stray-brace.conf", &["4:1 stray `}` outside any section"]);
+}
+
+#[test]
+fn junk_outside_sections() {
+    assert_errors(
+        "junk-outside.conf",
+        &["1:1 expected a section (`START {`, `SERVICES {`, `EVENTS {` or `DAEMON {`)"],
+    );
+}
+
+#[test]
+fn bad_at() {
+    assert_errors(
+        "bad-at.conf",
+        &["2:37 `at=2400` is not a time of day (HHMM, from 0000 to 2359)"],
+    );
+}
+
+#[test]
+fn bad_cron() {
+    assert_errors("bad-cron.conf", &["2:45 bad day of week `fry`"]);
+}
+
+#[test]
+fn bad_boolean() {
+    assert_errors(
+        "bad-boolean.conf",
+        &["2:24 `wait` must be yes or no (y/n, 1/0, true/false, on/off), not `perhaps`"],
+    );
+}
+
+#[test]
+fn bad_proto() {
+    assert_errors(
+        "bad-proto.conf",
+        &["2:36 unknown `proto=sctp`: expected tcp, tcp4, tcp6, udp, udp4 or udp6"],
+    );
+}
+
+#[test]
+fn every_error_is_reported() {
+    assert_errors(
+        "several-errors.conf",
+        &[
+            "2:9 unterminated quoted value",
+            "3:4 bad character `!` in name (entry names are letters and digits only)",
+            "5:1 section `SERVICES` is never closed (missing `}`)",
+            "6:25 port 0 is not a port to listen on",
+            "7:3 duplicate SERVICES entry `imap` (first at line 6)",
+        ],
+    );
+}
+
+#[test]
+fn missing_cyrus_conf_is_a_clear_error() {
+    let path = data("broken/no-such-file.conf");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, EX_CONFIG);
+    assert!(
+        stdout.contains(&format!("{}: error: cannot read: ", path.display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_imapd_conf_is_only_a_warning() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .arg("check")
+        .arg("-M")
+        .arg(data("debian-cyrus.conf"))
+        .arg("-C")
+        .arg(data("no-such-imapd.conf"))
+        .env("RINGMASTER_SERVICES_FILE", data("services"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ringmaster: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("no-such-imapd.conf: warning: not found"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn debian_stock_config_passes() {
+    let (code, stdout) = check(&data("debian-cyrus.conf"));
+    assert_eq!(code, 0, "{stdout}");
+    for line in ["START (3):", "SERVICES (7):", "EVENTS (5):", "DAEMON (0):"] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    let has = |prefix: &str, rest: &str| {
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with(prefix) && l.contains(rest))
+    };
+    assert!(
+        has(
+            "imap ",
+            "listen=143 proto=tcp prefork=0 maxchild=100 babysit=no"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        has("pop3 ", "listen=110 proto=tcp prefork=0 maxchild=50"),
+        "{stdout}"
+    );
+    assert!(
+        has("lmtpunix ", "listen=/run/cyrus/socket/lmtp proto=tcp"),
+        "{stdout}"
+    );
+    assert!(has("sieve ", "listen=localhost:4190"), "{stdout}");
+    assert!(has("notify ", "proto=udp prefork=1 maxchild=1"), "{stdout}");
+    assert!(has("checkpoint ", "every 30 min"), "{stdout}");
+    assert!(has("delprune ", "daily at 04:01"), "{stdout}");
+    assert!(
+        has("recover ", "/usr/sbin/cyrus ctl_cyrusdb -r"),
+        "{stdout}"
+    );
+    let last = stdout.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("ok: ") && last.contains(" is valid"),
+        "{last}"
+    );
+}
+
+#[test]
+fn machine_cyrus_conf_passes() {
+    let path = Path::new("/etc/cyrus.conf");
+    if !path.exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but /etc/cyrus.conf does not exist (install cyrus-common)"
+        );
+        eprintln!("skipped: /etc/cyrus.conf does not exist on this machine");
+        return;
+    }
+    // The machine's own services database and service directory: the real thing.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(["check", "-M", "/etc/cyrus.conf"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ringmaster: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+}
