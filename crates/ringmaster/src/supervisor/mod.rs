@@ -125,7 +125,7 @@ impl PoolLimits {
             maxforkrate: spec.maxforkrate,
             babysit: spec.babysit,
         };
-        if spec.proto.is_udp() && !matches!(spec.listen, crate::config::Listen::Unix(_)) {
+        if spec.proto.is_udp() {
             // One worker reads the socket at a time, as Cyrus does for UDP.
             limits.prefork = limits.prefork.min(1);
             limits.maxchild = 1;
