@@ -603,8 +603,14 @@ mod tests {
     }
 
     /// `exec >file` redirects the shell itself without saving fd 1 elsewhere (a plain `cmd >file`
-    /// makes dash park the old stdout on fd 10 while it runs).
-    const FD_SCRIPT: &str = r#"exec >"$1"; ls -l /proc/$$/fd; grep -E '^(SigBlk|SigIgn|Uid|Gid|Groups):' /proc/$$/status; echo "env=$RM_TEST"; ulimit -n"#;
+    /// makes dash park the old stdout on fd 10 while it runs). The status lines are read with
+    /// builtins before anything is forked: dash blocks every signal around its vfork, so a
+    /// `grep` of the shell's status would catch that transient mask.
+    const FD_SCRIPT: &str = r#"exec >"$1"
+while read -r line; do case $line in Sig*|Uid*|Gid*|Groups*) echo "$line";; esac; done </proc/$$/status
+echo "env=$RM_TEST"
+ulimit -n
+ls -l /proc/$$/fd"#;
 
     #[test]
     fn child_gets_exactly_fds_0_to_4_a_clean_signal_state_and_its_env() {
@@ -654,6 +660,60 @@ mod tests {
         assert!(report.contains("env=yes"), "{report}");
         assert!(report.lines().any(|l| l == "200"), "{report}");
         drop((status_r, leaky));
+    }
+
+    #[test]
+    fn sources_already_on_4_and_3_are_swapped_into_place() {
+        let dir = TempDir::new("spawn-swap");
+        let out = dir.path().join("out");
+        // In a single-threaded copy, so this test may own fds 3 and 4 of its process.
+        let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(10), || {
+            let Ok((r, w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
+                return false;
+            };
+            let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+                return false;
+            };
+            // Keep high copies (the originals may themselves be 3 or 4), then put the pipe on 4
+            // and the listener on 3, both CLOEXEC, as a master's own descriptors would be.
+            let high = |fd: RawFd| {
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(20)).map(|fd| {
+                    // SAFETY: fcntl just returned this new descriptor; we are its only owner.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                })
+            };
+            let (Ok(w), Ok(listener)) = (high(w.as_raw_fd()), high(listener.as_raw_fd())) else {
+                return false;
+            };
+            drop(r);
+            // SAFETY: dup3 onto 3 and 4, which this forked copy is free to take over.
+            let placed = unsafe {
+                libc::dup3(w.as_raw_fd(), 4, libc::O_CLOEXEC) == 4
+                    && libc::dup3(listener.as_raw_fd(), 3, libc::O_CLOEXEC) == 3
+            };
+            let mut spec = sh(FD_SCRIPT, &out);
+            spec.status_fd = Some(4);
+            spec.listen_fd = Some(3);
+            let Ok(pid) = spawn(&spec) else { return false };
+            let exited = matches!(
+                wait_for(pid, Duration::from_secs(10)),
+                WaitStatus::Exited(_, 0)
+            );
+            let report = std::fs::read_to_string(&out).unwrap_or_default();
+            let target = |fd: i32| {
+                report
+                    .lines()
+                    .find(|l| l.contains(&format!(" {fd} -> ")))
+                    .and_then(|l| l.split(" -> ").nth(1))
+                    .map(str::to_owned)
+            };
+            placed
+                && exited
+                && fd_numbers(&report) == vec![0, 1, 2, 3, 4]
+                && target(3) == Some(link_of(&w))
+                && target(4) == Some(link_of(&listener))
+        });
+        assert!(ok);
     }
 
     #[test]
@@ -738,8 +798,8 @@ mod tests {
             "{report}"
         );
         assert!(
-            report.contains(&format!("Groups:\t{gid} 4242 "))
-                || report.contains(&format!("Groups:\t4242 {gid} ")),
+            report.contains(&format!("Groups:\t{gid} 4242"))
+                || report.contains(&format!("Groups:\t4242 {gid}")),
             "{report}"
         );
         assert!(report.contains("SigBlk:\t0000000000000000"), "{report}");
