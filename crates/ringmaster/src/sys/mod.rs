@@ -5,6 +5,7 @@
 //! `// SAFETY:` comment. Nothing here spawns a thread: the master is single-threaded, which is
 //! what makes `fork` sound (see [`signals::assert_single_threaded`]).
 
+pub mod net;
 pub mod pipe;
 pub mod poller;
 pub mod process;
