@@ -6,6 +6,7 @@
 //! what makes `fork` sound (see [`signals::assert_single_threaded`]).
 
 pub mod net;
+pub mod pidfile;
 pub mod pipe;
 pub mod poller;
 pub mod process;
