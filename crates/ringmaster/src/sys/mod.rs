@@ -5,6 +5,8 @@
 //! `// SAFETY:` comment. Nothing here spawns a thread: the master is single-threaded, which is
 //! what makes `fork` sound (see [`signals::assert_single_threaded`]).
 
+pub mod clock;
+pub mod daemonize;
 pub mod net;
 pub mod pidfile;
 pub mod pipe;
@@ -12,6 +14,7 @@ pub mod poller;
 pub mod process;
 pub mod signals;
 pub mod spawn;
+pub mod syslog;
 pub mod users;
 
 #[cfg(test)]
