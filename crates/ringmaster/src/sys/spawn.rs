@@ -717,6 +717,54 @@ ls -l /proc/$$/fd"#;
     }
 
     #[test]
+    fn the_child_gets_sigterm_when_the_master_dies() {
+        let dir = TempDir::new("spawn-pdeath");
+        let pid_path = dir.path().join("pid");
+        // A forked copy plays the master: it spawns a long sleep, notes its pid and exits.
+        let pid_path2 = pid_path.clone();
+        assert!(crate::sys::testutil::in_forked_child(
+            Duration::from_secs(10),
+            move || {
+                let spec = ExecSpec {
+                    program: cstr("/bin/sleep"),
+                    argv: vec![cstr("sleep"), cstr("30")],
+                    env: vec![],
+                    status_fd: None,
+                    listen_fd: None,
+                    nofile_limit: None,
+                    credentials: None,
+                    parent_death_signal: true,
+                    cwd: None,
+                };
+                match spawn(&spec) {
+                    Ok(pid) => std::fs::write(&pid_path2, pid.to_string()).is_ok(),
+                    Err(_) => false,
+                }
+            }
+        ));
+        let pid: i32 = std::fs::read_to_string(&pid_path)
+            .expect("pid")
+            .parse()
+            .expect("number");
+        // The orphan belongs to init (or a subreaper) now: watch /proc until it is dead.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(") ")
+                .next()
+                .is_some_and(|rest| rest.starts_with('Z') || rest.starts_with('X')),
+        };
+        while !dead() {
+            if std::time::Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                panic!("child {pid} outlived its master");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
     fn fds_3_and_4_are_closed_when_not_given() {
         let dir = TempDir::new("spawn-nofds");
         let out = dir.path().join("out");
