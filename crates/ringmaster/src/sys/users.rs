@@ -55,6 +55,22 @@ pub fn current_credentials() -> Credentials {
 }
 
 /// Whether this process runs with effective uid 0.
+/// The gid of a group, by name (or number).
+pub fn lookup_group(group: &str) -> Result<libc::gid_t, String> {
+    match Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => group
+            .parse::<libc::gid_t>()
+            .map_err(|_| format!("no such group: {group}")),
+        Err(e) => Err(format!("cannot look up group {group}: {e}")),
+    }
+}
+
+/// True when a user of that name exists.
+pub fn user_exists(user: &str) -> bool {
+    matches!(User::from_name(user), Ok(Some(_)))
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
