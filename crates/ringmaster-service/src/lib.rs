@@ -113,6 +113,26 @@ fn set_cloexec(fd: BorrowedFd<'_>) {
     let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
 }
 
+/// A DAEMON entry with `wait=y` that is not otherwise a [`Worker`]: write `ok\r\n` on fd 3.
+pub fn announce_daemon_ready() -> io::Result<()> {
+    if !fd_is_open(ringmaster_proto::STATUS_FD) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            EnvError::NoStatusFd,
+        ));
+    }
+    // SAFETY: fd 3 is open (checked above); we only borrow it for this one write.
+    let fd = unsafe { BorrowedFd::borrow_raw(ringmaster_proto::STATUS_FD) };
+    let n = nix::unistd::write(fd, DAEMON_READY)?;
+    if n != DAEMON_READY.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short write on fd 3",
+        ));
+    }
+    Ok(())
+}
+
 impl Worker {
     /// The worker the master started: env `CYRUS_SERVICE`, `CYRUS_ID`, `CYRUS_ISDAEMON`,
     /// `RINGMASTER_EXIT_NOTES`, fd 3 and (when open) fd 4. Takes ownership of fds 3 and 4 and
