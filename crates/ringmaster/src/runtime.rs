@@ -309,7 +309,10 @@ impl Runtime {
                 Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
                 Err(()) => self.feed(Input::ConfigRejected),
             },
-            Action::Ready => (self.on_ready)(),
+            Action::Ready => {
+                info!("ready for work");
+                (self.on_ready)()
+            }
             Action::Exit(code) => {
                 self.pools.clear();
                 self.exit_code = Some(code);
