@@ -75,7 +75,10 @@ pub fn run(args: &DemoArgs) -> i32 {
         "--drain-timeout".into(),
         "30".into(),
     ];
-    if let Err(err) = std::fs::write(dir.join("imapd.conf"), format!("configdirectory: {}\n", dir.display())) {
+    if let Err(err) = std::fs::write(
+        dir.join("imapd.conf"),
+        format!("configdirectory: {}\n", dir.display()),
+    ) {
         eprintln!("ringmaster demo: cannot write imapd.conf: {err}");
         return 1;
     }
@@ -101,4 +104,3 @@ pub fn run(args: &DemoArgs) -> i32 {
         }
     }
 }
-

@@ -115,7 +115,11 @@ fn run_logged(args: &RunArgs) -> i32 {
         .ready_file
         .clone()
         .or_else(|| imapd.master_ready_file().map(PathBuf::from))
-        .or_else(|| imapd.configdirectory().map(|d| Path::new(d).join("master.ready")));
+        .or_else(|| {
+            imapd
+                .configdirectory()
+                .map(|d| Path::new(d).join("master.ready"))
+        });
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);
     }
@@ -123,7 +127,10 @@ fn run_logged(args: &RunArgs) -> i32 {
     let settings = Settings {
         stop_timeout: args.stop_timeout,
         drain_timeout: args.drain_timeout,
-        worker_env: vec![(ringmaster_proto::ENV_EXIT_NOTES.to_string(), "1".to_string())],
+        worker_env: vec![(
+            ringmaster_proto::ENV_EXIT_NOTES.to_string(),
+            "1".to_string(),
+        )],
     };
     let config = launcher.setup().config.clone();
     info!(

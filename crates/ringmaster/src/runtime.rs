@@ -284,7 +284,8 @@ impl Runtime {
                     Sig::Term => Signal::SIGTERM,
                     Sig::Kill => Signal::SIGKILL,
                 };
-                if let Err(err) = sys::process::send_signal(nix::unistd::Pid::from_raw(pid), signal) {
+                if let Err(err) = sys::process::send_signal(nix::unistd::Pid::from_raw(pid), signal)
+                {
                     warn!("cannot send {signal} to {pid}: {err}");
                 }
             }
@@ -298,7 +299,9 @@ impl Runtime {
             }
             Action::Resume { pool } => {
                 if let Some(io) = self.pools.get(&pool) {
-                    if let Err(err) = sys::net::resume_listener(io.listener.fd.as_fd(), self.backlog) {
+                    if let Err(err) =
+                        sys::net::resume_listener(io.listener.fd.as_fd(), self.backlog)
+                    {
                         error!("cannot resume listener: {err}");
                     }
                 }
@@ -306,8 +309,8 @@ impl Runtime {
             Action::Release { service } => self.release(service),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                Err(()) => self.feed(Input::ConfigRejected),
+                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                None => self.feed(Input::ConfigRejected),
             },
             Action::Ready => {
                 info!("ready for work");
@@ -466,7 +469,8 @@ impl Runtime {
                 ready_read = Some((read, write));
             }
         }
-        let pid = sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
+        let pid =
+            sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
         if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
             drop(write);
             let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;

@@ -108,7 +108,11 @@ pub fn children_of(parent: i32) -> BTreeSet<i32> {
         return out;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if ppid_of(pid) == Some(parent) && state_of(pid) != Some('Z') {
@@ -125,7 +129,11 @@ pub fn processes_with(marker: &str) -> BTreeSet<i32> {
         return out;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -200,7 +208,10 @@ impl<'a> Start<'a> {
         .expect("write imapd.conf");
         let log = dir.path("master.log");
         let logfile = fs::File::create(&log).expect("log file");
-        let pidfile = self.pidfile.clone().unwrap_or_else(|| dir.path("master.pid"));
+        let pidfile = self
+            .pidfile
+            .clone()
+            .unwrap_or_else(|| dir.path("master.pid"));
         let ready = dir.path("master.ready");
         let mut cmd = Command::new(MASTER);
         cmd.arg("-D")
@@ -259,7 +270,9 @@ impl Master {
 
     /// The master's exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits for the master to exit; its status, or None after `limit`.
@@ -356,7 +369,9 @@ pub fn read_line(stream: &TcpStream) -> String {
 
 /// Sends a command line and returns the answer line.
 pub fn ask(stream: &mut TcpStream, line: &str) -> String {
-    stream.write_all(format!("{line}\r\n").as_bytes()).expect("send");
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .expect("send");
     let mut byte = [0u8; 1];
     let mut out = Vec::new();
     while stream.read(&mut byte).unwrap_or(0) == 1 {
