@@ -712,6 +712,14 @@ impl Supervisor {
                         signal: SIGHUP,
                         core: false,
                     });
+        // A removed service's listener is shut down under its idle workers, which may then
+        // fail their accept() before they see our SIGHUP: that too is a recycle.
+        let retired = w.hup_at.is_some()
+            && self
+                .services
+                .get(&w.pool.service)
+                .is_none_or(|s| s.retiring);
+        let recycled = recycled || retired;
         let stopped = w.term_at.is_some() || matches!(self.phase, Phase::Stopping { .. });
         if !status.is_clean() && !recycled {
             if !stopped {

@@ -264,6 +264,24 @@ impl Master {
         );
     }
 
+    /// Waits until the master blocks SIGHUP and SIGTERM (it reads them from a signalfd from
+    /// then on): the earliest moment a signal is handled rather than fatal.
+    pub fn wait_signals_blocked(&mut self) {
+        let pid = self.pid;
+        let blocked = || {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << 0) != 0 && mask & (1 << 14) != 0)
+        };
+        assert!(
+            wait_until(WAIT, blocked),
+            "master never blocked its signals"
+        );
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
