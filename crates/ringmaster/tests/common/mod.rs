@@ -171,6 +171,7 @@ pub struct Start<'a> {
     pub args: Vec<String>,
     pub imapd_extra: &'a str,
     pub pidfile: Option<PathBuf>,
+    pub envs: Vec<(String, String)>,
 }
 
 impl<'a> Start<'a> {
@@ -181,7 +182,14 @@ impl<'a> Start<'a> {
             args: vec![],
             imapd_extra: "",
             pidfile: None,
+            envs: vec![],
         }
+    }
+
+    /// Set an environment variable for the master.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Use this pidfile instead of one in the test dir.
@@ -225,6 +233,7 @@ impl<'a> Start<'a> {
             .arg(&ready)
             .arg("-v")
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logfile);
