@@ -317,18 +317,29 @@ impl Runtime {
             }
             Action::Release { service } => self.release(service),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
-            Action::LoadConfig => match self.launcher.reload() {
-                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                None => self.feed(Input::ConfigRejected),
-            },
+            Action::LoadConfig => {
+                match self.launcher.reload() {
+                    Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                    None => self.feed(Input::ConfigRejected),
+                }
+                self.trim_memory();
+            }
             Action::Ready => {
                 info!("ready for work");
-                (self.on_ready)()
+                (self.on_ready)();
+                self.trim_memory();
             }
             Action::Exit(code) => {
                 self.pools.clear();
                 self.exit_code = Some(code);
             }
+        }
+    }
+
+    /// Start-up and config parsing are done: let their code leave the resident set.
+    fn trim_memory(&self) {
+        if let Err(err) = sys::memory::trim_resident_code() {
+            debug!("cannot trim resident code: {err}");
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod daemonize;
+pub mod memory;
 pub mod net;
 pub mod pidfile;
 pub mod pipe;
