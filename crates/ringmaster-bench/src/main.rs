@@ -82,6 +82,10 @@ struct Common {
     /// Seconds of load.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Give ringmaster's workers `--no-announce` too, as Cyrus's must have: the same worker
+    /// behaviour in both columns (ringmaster then retires old idle workers at once).
+    #[arg(long)]
+    cyrus_style_workers: bool,
 }
 
 /// One measured value; `higher` says which way is better (for the reader of the ratio).
@@ -316,6 +320,7 @@ fn main() {
                 worker: common.worker(),
                 prefork: 0,
                 max_uses: 1,
+                cyrus_style: common.cyrus_style_workers,
             };
             let cols = common
                 .masters()
@@ -335,6 +340,7 @@ fn main() {
                 worker: common.worker(),
                 prefork,
                 max_uses: 0,
+                cyrus_style: common.cyrus_style_workers,
             };
             let cols = common
                 .masters()
@@ -361,6 +367,7 @@ fn main() {
                 worker: common.worker(),
                 prefork,
                 max_uses: 0,
+                cyrus_style: common.cyrus_style_workers,
             };
             let cols = common
                 .masters()

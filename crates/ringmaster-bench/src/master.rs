@@ -36,6 +36,8 @@ pub struct ServiceSpec {
     pub prefork: u32,
     /// The worker's `-U`; 0 means no limit (the demo worker's meaning, not Cyrus's).
     pub max_uses: u32,
+    /// Ringmaster's workers behave as Cyrus's too (no AVAILABLE at start).
+    pub cyrus_style: bool,
 }
 
 /// A running master and what it needs cleaned up.
@@ -86,7 +88,7 @@ fn give_to_cyrus(dir: &Path) -> Result<(), String> {
 
 fn cyrus_conf(spec: &ServiceSpec, kind: Kind, port: u16) -> String {
     // Cyrus counts a worker ready from its fork and complains of AVAILABLE from a ready one.
-    let announce = if kind == Kind::Cyrus {
+    let announce = if kind == Kind::Cyrus || spec.cyrus_style {
         " --no-announce"
     } else {
         ""

@@ -45,6 +45,7 @@ const DAEMON_MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// coalesced reload waits at most [`SETTLE_LIMIT`] for a reload to settle.
 const SETTLE_AGE: Duration = Duration::from_millis(250);
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+const SETTLE_RECHECK: Duration = Duration::from_millis(50);
 /// An old idle worker kept for a ready-announcing pool is retired by then at the latest.
 const HOLD_LIMIT: Duration = Duration::from_secs(2);
 /// Generations older than this many reloads are terminated without waiting for the drain.
@@ -242,6 +243,8 @@ struct ReloadState {
     pending: bool,
     /// When the last reload was applied.
     applied_at: Option<Instant>,
+    /// While one is pending: when to look again whether the last one has settled.
+    recheck_at: Option<Instant>,
 }
 
 /// The supervisor: all state of the master, no syscalls.
@@ -358,7 +361,7 @@ impl Supervisor {
                 consider(e.next_mono);
             }
             if self.reload.pending {
-                consider(self.reload.applied_at.map(|t| t + SETTLE_AGE));
+                consider(self.reload.recheck_at);
             }
         }
         if !matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
@@ -880,9 +883,6 @@ impl Supervisor {
         if now >= applied + SETTLE_LIMIT {
             return true;
         }
-        if now < applied + SETTLE_AGE {
-            return false;
-        }
         self.pools.iter().all(|(id, pool)| {
             let Some(service) = self.services.get(&id.service) else {
                 return true;
@@ -1314,10 +1314,17 @@ impl Supervisor {
         for index in 0..self.events.len() {
             self.fire_event_if_due(index, now, out);
         }
-        // A coalesced reload whose predecessor has settled.
-        if self.reload.pending && self.reload_settled(now.mono) {
-            self.reload.pending = false;
-            out.push(Action::LoadConfig);
+        // A coalesced reload whose predecessor has settled; until then, look again shortly
+        // (workers that never announce settle by age, which no event reports).
+        if self.reload.pending {
+            if self.reload_settled(now.mono) {
+                self.reload.pending = false;
+                self.reload.recheck_at = None;
+                out.push(Action::LoadConfig);
+            } else {
+                let limit = self.reload.applied_at.map_or(now.mono, |t| t + SETTLE_LIMIT);
+                self.reload.recheck_at = Some(limit.min(now.mono + SETTLE_RECHECK));
+            }
         }
     }
 

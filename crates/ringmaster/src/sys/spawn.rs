@@ -13,7 +13,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -148,6 +148,56 @@ struct ChildPlan<'a> {
 /// the bare OS error (`raw_os_error()` is the execve errno); other steps wrap the errno with a
 /// description of the step.
 pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
+    let (child, report) = spawn_unwaited(spec)?;
+    let mut buf = [0u8; 8];
+    let got = report.read_all(&mut buf);
+    match got.and_then(|n| decode_report(&buf[..n])) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            reap(child);
+            Err(e)
+        }
+    }
+}
+
+/// The parent's end of a child's exec report: end of file once the child has exec'd; eight
+/// bytes (step, errno) if a step before exec failed, after which the child exits 127.
+#[derive(Debug)]
+pub struct ExecReport {
+    read: OwnedFd,
+}
+
+impl ExecReport {
+    /// The descriptor to watch: readable once the child has exec'd or failed.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Reads the report; call when [`ExecReport::fd`] is readable (it blocks otherwise).
+    /// Ok: the child exec'd. Err: what failed (the child exits 127; the caller reaps it).
+    pub fn outcome(&self) -> io::Result<()> {
+        let mut buf = [0u8; 8];
+        let n = self.read_all(&mut buf)?;
+        decode_report(&buf[..n])
+    }
+
+    fn read_all(&self, buf: &mut [u8; 8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(self.read.as_raw_fd(), &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// Start `spec` without waiting for the exec: the master goes on at once, and many children
+/// start side by side. The report says later whether the exec worked.
+pub fn spawn_unwaited(spec: &ExecSpec) -> io::Result<(Pid, ExecReport)> {
     validate(spec)?;
     let plan = ChildPlan {
         program: &spec.program,
@@ -176,31 +226,20 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         unsafe { run_child(&plan, report_write.as_raw_fd()) }
     }
     drop(report_write);
-    let child = Pid::from_raw(pid);
+    Ok((Pid::from_raw(pid), ExecReport { read: report_read }))
+}
 
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    while got < report.len() {
-        match nix::unistd::read(report_read.as_raw_fd(), &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => {}
-            Err(e) => {
-                reap(child);
-                return Err(e.into());
-            }
-        }
+/// Decodes a report: empty means the exec happened.
+fn decode_report(report: &[u8]) -> io::Result<()> {
+    if report.is_empty() {
+        return Ok(());
     }
-    if got == 0 {
-        return Ok(child);
-    }
-    reap(child);
-    if got < report.len() {
+    if report.len() < 8 {
         return Err(io::Error::other("child sent a truncated failure report"));
     }
     let (stage_bytes, errno_bytes) = report.split_at(4);
     let stage = i32::from_ne_bytes(stage_bytes.try_into().unwrap_or_default());
-    let errno = i32::from_ne_bytes(errno_bytes.try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(errno_bytes[..4].try_into().unwrap_or_default());
     let os = io::Error::from_raw_os_error(errno);
     match Stage::from_code(stage) {
         Some(Stage::Exec) => Err(os),
