@@ -79,7 +79,11 @@ fn maxchild_is_never_exceeded_under_concurrent_load() {
 fn maxforkrate_spreads_forks_out() {
     let dir = TestDir::new("forkrate");
     let port = free_port();
-    let mut m = Start::new(&dir, &service_conf("echo", port, "prefork=12 maxforkrate=4")).start();
+    let mut m = Start::new(
+        &dir,
+        &service_conf("echo", port, "prefork=12 maxforkrate=4"),
+    )
+    .start();
     // In the first moments at most a second's worth of forks exists...
     let early = m.children().len();
     assert!(early <= 8, "{early} forks at once despite maxforkrate=4");
@@ -113,7 +117,11 @@ fn crashing_service_is_throttled_and_refuses() {
         "SERVICES {{\n  bad cmd=\"{WORKER} --crash-at-start\" listen=\"127.0.0.1:{port}\" prefork=1\n  good cmd=\"{WORKER}\" listen=\"127.0.0.1:{good}\" prefork=1\n}}\n"
     );
     let m = Start::new(&dir, &conf).start();
-    assert!(m.wait_log("too many failures for service bad"), "{}", m.log_text());
+    assert!(
+        m.wait_log("too many failures for service bad"),
+        "{}",
+        m.log_text()
+    );
     let refused = TcpStream::connect(("127.0.0.1", port));
     assert!(
         refused.is_err(),
@@ -142,7 +150,9 @@ fn unix_udp_and_ipv6_listeners() {
     assert!(line.contains("unixecho"), "{line}");
 
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let mut buf = [0u8; 512];
     let answered = wait_until(WAIT, || {
         let _ = client.send_to(b"ping\n", ("127.0.0.1", udp));
@@ -173,7 +183,11 @@ fn start_commands_run_in_order_before_services() {
     assert!(wait_until(WAIT, || read_to_string(&log).lines().count() == 3));
     let text = read_to_string(&log);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains("service=-"), "START gets no CYRUS_SERVICE: {}", lines[0]);
+    assert!(
+        lines[0].contains("service=-"),
+        "START gets no CYRUS_SERVICE: {}",
+        lines[0]
+    );
     assert!(lines[2].contains("service=echo id=0"), "{}", lines[2]);
     m.stop();
 }
@@ -200,7 +214,11 @@ fn missing_executable_exits_78() {
     let mut m = Start::new(&dir, conf).spawn();
     let status = m.wait_exit(WAIT).expect("master exits");
     assert_eq!(status.code(), Some(78));
-    assert!(m.log_text().contains("cannot find executable"), "{}", m.log_text());
+    assert!(
+        m.log_text().contains("cannot find executable"),
+        "{}",
+        m.log_text()
+    );
 }
 
 #[test]
@@ -261,7 +279,11 @@ fn pidfile_is_locked_against_a_second_master() {
         .spawn();
     let status = second.wait_exit(WAIT).expect("second master exits");
     assert_ne!(status.code(), Some(0));
-    assert!(second.log_text().contains("already"), "{}", second.log_text());
+    assert!(
+        second.log_text().contains("already"),
+        "{}",
+        second.log_text()
+    );
     first.stop();
     assert!(!first.pidfile.exists(), "pidfile removed at exit");
     assert!(!first.ready.exists(), "ready file removed at exit");
@@ -274,13 +296,19 @@ fn stop_kills_a_worker_that_ignores_sigterm() {
         "SERVICES {{\n  stubborn cmd=\"{WORKER} --ignore-term\" listen=\"127.0.0.1:{port}\" prefork=2\n}}\n"
     );
     let dir = TestDir::new("ignoreterm2");
-    let mut m = Start::new(&dir, &conf).arg("--stop-timeout").arg("1").start();
+    let mut m = Start::new(&dir, &conf)
+        .arg("--stop-timeout")
+        .arg("1")
+        .start();
     let kids = m.wait_children(2);
     m.signal(Signal::SIGTERM);
-    let status = m.wait_exit(WAIT).expect("master exits despite the stubborn worker");
+    let status = m
+        .wait_exit(WAIT)
+        .expect("master exits despite the stubborn worker");
     assert_eq!(status.code(), Some(0));
     for pid in kids {
-        assert!(wait_until(WAIT, || state_of(pid).is_none() || state_of(pid) == Some('Z')));
+        assert!(wait_until(WAIT, || state_of(pid).is_none()
+            || state_of(pid) == Some('Z')));
     }
 }
 
@@ -294,12 +322,19 @@ fn sigterm_at_random_moments_of_startup_leaves_nothing_behind() {
         log = dir.path("start.log").display()
     );
     for round in 0..50u64 {
-        let mut m = Start::new(&dir, &conf).arg("--stop-timeout").arg("2").spawn();
+        let mut m = Start::new(&dir, &conf)
+            .arg("--stop-timeout")
+            .arg("2")
+            .spawn();
         // Spread the signal over start-up: from before the first fork to after the prefork.
         std::thread::sleep(Duration::from_micros((round * 7919) % 30_000));
         m.signal(Signal::SIGTERM);
         let status = m.wait_exit(WAIT);
-        assert!(status.is_some(), "round {round}: master did not exit; log:\n{}", m.log_text());
+        assert!(
+            status.is_some(),
+            "round {round}: master did not exit; log:\n{}",
+            m.log_text()
+        );
         assert!(
             wait_until(WAIT, || processes_with(&marker).is_empty()),
             "round {round}: left behind {:?}",
@@ -339,6 +374,10 @@ fn sigterm_twice_and_under_client_load() {
     for t in load {
         let _ = t.join();
     }
-    assert!(status.is_some(), "master stopped under load; log:\n{}", m.log_text());
+    assert!(
+        status.is_some(),
+        "master stopped under load; log:\n{}",
+        m.log_text()
+    );
     m.child = None;
 }
