@@ -1,3 +1,389 @@
 //! Benchmarks for ringmaster, side by side with Cyrus's own master where it is installed.
+//!
+//! Each subcommand writes a cyrus.conf for the demo worker to a temp dir, starts the master
+//! under test as a child (`-D -M conf -C imapd.conf -p pidfile`), drives loopback clients
+//! against it, stops everything it started (by pid) and prints one column per master.
 
-fn main() {}
+mod load;
+mod master;
+mod procfs;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
+
+use master::{Kind, Master, ServiceSpec};
+
+const CYRUS_MASTER: &str = "/usr/lib/cyrus/bin/master";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringmaster-bench",
+    about = "Benchmarks ringmaster against Cyrus's master"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// On-demand spawning: prefork=0, one connection per worker (-U 1).
+    Spawn(Common),
+    /// A preforked pool of workers with no use limit.
+    Prefork {
+        #[command(flatten)]
+        common: Common,
+        /// Workers kept ready.
+        #[arg(long, default_value_t = 10)]
+        prefork: u32,
+    },
+    /// SIGHUP storms under load, and the time to recycle an idle pool.
+    Reload {
+        #[command(flatten)]
+        common: Common,
+        /// Workers kept ready under the storm.
+        #[arg(long, default_value_t = 10)]
+        prefork: u32,
+        /// Interval between SIGHUPs to the master, in ms.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        /// Size of the idle pool whose recycling is timed.
+        #[arg(long, default_value_t = 50)]
+        recycle_prefork: u32,
+        /// Timed recycles of that pool.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The ringmaster binary (default: `ringmaster` next to this program).
+    #[arg(long)]
+    master: Option<PathBuf>,
+    /// Cyrus's master, run on the same scenario when it exists.
+    #[arg(long, default_value = CYRUS_MASTER)]
+    cyrus: PathBuf,
+    /// Skip Cyrus's master.
+    #[arg(long)]
+    no_cyrus: bool,
+    /// Skip ringmaster.
+    #[arg(long)]
+    no_ringmaster: bool,
+    /// The worker binary (default: `ringmaster-demo-worker` next to this program).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+}
+
+/// One measured value; `higher` says which way is better (for the reader of the ratio).
+struct Row {
+    name: &'static str,
+    value: Option<f64>,
+}
+
+fn row(name: &'static str, value: impl Into<Option<f64>>) -> Row {
+    Row {
+        name,
+        value: value.into(),
+    }
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl Common {
+    fn worker(&self) -> PathBuf {
+        self.worker
+            .clone()
+            .unwrap_or_else(|| sibling("ringmaster-demo-worker"))
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.clamp(0.1, 3600.0))
+    }
+
+    /// The masters to run, each with its program.
+    fn masters(&self) -> Vec<(Kind, PathBuf)> {
+        let mut out = Vec::new();
+        if !self.no_ringmaster {
+            let m = self.master.clone().unwrap_or_else(|| sibling("ringmaster"));
+            out.push((Kind::Ringmaster, m));
+        }
+        if !self.no_cyrus {
+            if self.cyrus.exists() {
+                out.push((Kind::Cyrus, self.cyrus.clone()));
+            } else {
+                eprintln!("note: {} not found; no Cyrus column", self.cyrus.display());
+            }
+        }
+        out
+    }
+}
+
+/// Start a master, run the client load (sending SIGHUP every `hup` meanwhile), stop it.
+fn load_scenario(
+    kind: Kind,
+    program: &Path,
+    spec: &ServiceSpec,
+    common: &Common,
+    hup: Option<Duration>,
+) -> Result<Vec<Row>, String> {
+    let mut master = Master::start(kind, program, spec)?;
+    let mut hups = 0u32;
+    let mut hup_error = None;
+    let stats = load::run(master.addr, common.clients, common.duration(), |deadline| {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let left = deadline - now;
+            match hup {
+                Some(every) if every < left => {
+                    std::thread::sleep(every);
+                    if let Err(e) = master.signal(Signal::SIGHUP) {
+                        hup_error.get_or_insert(e);
+                    } else {
+                        hups += 1;
+                    }
+                }
+                _ => std::thread::sleep(left),
+            }
+        }
+    });
+    let (rss, hwm) = master.rss_kb();
+    let alive = procfs::stat(master.pid()).is_some();
+    master.stop();
+    if !alive {
+        return Err(format!("{} died during the load", kind.label()));
+    }
+    if let Some(e) = hup_error {
+        return Err(e);
+    }
+    if let Some(e) = &stats.first_other {
+        eprintln!("{}: first unclassified client error: {e}", kind.label());
+    }
+    let mut rows = vec![
+        row("connections/s", stats.per_second()),
+        row("connections ok", stats.ok as f64),
+        row("failures", stats.failures() as f64),
+        row("  refused", stats.refused as f64),
+        row("  reset/closed", stats.reset as f64),
+        row("  timeout", stats.timeout as f64),
+        row("  other", stats.other as f64),
+        row("latency p50 ms", stats.percentile_ms(50.0)),
+        row("latency p99 ms", stats.percentile_ms(99.0)),
+        row("latency max ms", stats.percentile_ms(100.0)),
+        row("master VmRSS kB", rss.map(|v| v as f64)),
+        row("master VmHWM kB", hwm.map(|v| v as f64)),
+    ];
+    if hup.is_some() {
+        rows.push(row("SIGHUPs sent", hups as f64));
+    }
+    Ok(rows)
+}
+
+/// With an idle pool of `spec.prefork`, time SIGHUP -> no old worker left and a full new pool.
+fn recycle_scenario(
+    kind: Kind,
+    program: &Path,
+    spec: &ServiceSpec,
+    rounds: u32,
+) -> Result<Vec<Row>, String> {
+    const LIMIT: Duration = Duration::from_secs(20);
+    let mut master = Master::start(kind, program, spec)?;
+    let want = spec.prefork as usize;
+    let mut times = Vec::new();
+    let mut failure = None;
+    for _ in 0..rounds.max(1) {
+        if let Err(e) = master.wait_children(want, LIMIT) {
+            failure = Some(e);
+            break;
+        }
+        let old = procfs::children(master.pid());
+        let start = Instant::now();
+        if let Err(e) = master.signal(Signal::SIGHUP) {
+            failure = Some(e);
+            break;
+        }
+        loop {
+            let now = procfs::children(master.pid());
+            let stale = now.iter().filter(|p| old.contains(p)).count();
+            if stale == 0 && now.len() >= want {
+                times.push(start.elapsed());
+                break;
+            }
+            if start.elapsed() > LIMIT {
+                failure = Some(format!(
+                    "not recycled after {LIMIT:?}: {stale} old workers left, {} new",
+                    now.len() - stale
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if failure.is_some() {
+            break;
+        }
+        // Let the pool settle (and the clock of any fork-rate limit pass) between rounds.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    master.stop();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    times.sort_unstable();
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    Ok(vec![
+        row("recycle p50 ms", ms(load::percentile(&times, 50.0))),
+        row("recycle max ms", ms(times.last().copied())),
+        row("rounds", times.len() as f64),
+    ])
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e12 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+/// Print one table: a column per master, and ringmaster/cyrus when both ran.
+fn report(title: &str, columns: &[(Kind, Result<Vec<Row>, String>)]) {
+    println!("\n== {title}");
+    for (kind, result) in columns {
+        if let Err(e) = result {
+            println!("{}: FAILED: {e}", kind.label());
+        }
+    }
+    let ok: Vec<(Kind, &Vec<Row>)> = columns
+        .iter()
+        .filter_map(|(k, r)| r.as_ref().ok().map(|r| (*k, r)))
+        .collect();
+    let Some((_, first)) = ok.first() else {
+        return;
+    };
+    let both = ok.len() == 2;
+    print!("{:<20}", "");
+    for (k, _) in &ok {
+        print!("{:>16}", k.label());
+    }
+    if both {
+        print!("{:>10}", "ratio");
+    }
+    println!();
+    for (i, r) in first.iter().enumerate() {
+        print!("{:<20}", r.name);
+        for (_, rows) in &ok {
+            print!("{:>16}", fmt_value(rows.get(i).and_then(|r| r.value)));
+        }
+        if both {
+            let a = ok[0].1.get(i).and_then(|r| r.value);
+            let b = ok[1].1.get(i).and_then(|r| r.value);
+            let ratio = match (a, b) {
+                (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            print!("{ratio:>10}");
+        }
+        println!();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Spawn(common) => {
+            let spec = ServiceSpec {
+                worker: common.worker(),
+                prefork: 0,
+                max_uses: 1,
+            };
+            let cols = common
+                .masters()
+                .into_iter()
+                .map(|(k, p)| (k, load_scenario(k, &p, &spec, &common, None)))
+                .collect::<Vec<_>>();
+            report(
+                &format!(
+                    "spawn: prefork=0, -U 1, {} clients, {:.1} s",
+                    common.clients, common.duration
+                ),
+                &cols,
+            );
+        }
+        Cmd::Prefork { common, prefork } => {
+            let spec = ServiceSpec {
+                worker: common.worker(),
+                prefork,
+                max_uses: 0,
+            };
+            let cols = common
+                .masters()
+                .into_iter()
+                .map(|(k, p)| (k, load_scenario(k, &p, &spec, &common, None)))
+                .collect::<Vec<_>>();
+            report(
+                &format!(
+                    "prefork: prefork={prefork}, no use limit, {} clients, {:.1} s",
+                    common.clients, common.duration
+                ),
+                &cols,
+            );
+        }
+        Cmd::Reload {
+            common,
+            prefork,
+            interval_ms,
+            recycle_prefork,
+            rounds,
+        } => {
+            let every = Duration::from_millis(interval_ms.max(1));
+            let spec = ServiceSpec {
+                worker: common.worker(),
+                prefork,
+                max_uses: 0,
+            };
+            let cols = common
+                .masters()
+                .into_iter()
+                .map(|(k, p)| (k, load_scenario(k, &p, &spec, &common, Some(every))))
+                .collect::<Vec<_>>();
+            report(
+                &format!(
+                    "reload storm: SIGHUP every {interval_ms} ms, prefork={prefork}, {} clients, {:.1} s",
+                    common.clients, common.duration
+                ),
+                &cols,
+            );
+            let spec = ServiceSpec {
+                prefork: recycle_prefork,
+                ..spec
+            };
+            let cols = common
+                .masters()
+                .into_iter()
+                .map(|(k, p)| (k, recycle_scenario(k, &p, &spec, rounds)))
+                .collect::<Vec<_>>();
+            report(
+                &format!("recycle: idle prefork={recycle_prefork}, SIGHUP -> all {recycle_prefork} replaced"),
+                &cols,
+            );
+        }
+    }
+}

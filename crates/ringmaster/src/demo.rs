@@ -1,8 +1,6 @@
 //! `ringmaster demo`: a built-in configuration (an echo service on loopback) run in the
 //! foreground, so a new user sees ringmaster work in one command.
 
-use std::path::PathBuf;
-
 use clap::Parser;
 
 use crate::cli::{Cli, DemoArgs};
@@ -49,6 +47,11 @@ pub fn run(args: &DemoArgs) -> i32 {
         eprintln!("ringmaster demo: cannot create {}: {err}", dir.display());
         return 1;
     }
+    // Workers run as nobody when the demo runs as root: let them write their event log.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
     let conf = dir.join("cyrus.conf");
     let text = demo_config(&worker.to_string_lossy(), args.port, &dir);
     if let Err(err) = std::fs::write(&conf, text) {
@@ -72,7 +75,10 @@ pub fn run(args: &DemoArgs) -> i32 {
         "--drain-timeout".into(),
         "30".into(),
     ];
-    if let Err(err) = std::fs::write(dir.join("imapd.conf"), format!("configdirectory: {}\n", dir.display())) {
+    if let Err(err) = std::fs::write(
+        dir.join("imapd.conf"),
+        format!("configdirectory: {}\n", dir.display()),
+    ) {
         eprintln!("ringmaster demo: cannot write imapd.conf: {err}");
         return 1;
     }
@@ -97,9 +103,4 @@ pub fn run(args: &DemoArgs) -> i32 {
             1
         }
     }
-}
-
-/// Where the demo keeps its files by default.
-pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join("ringmaster-demo")
 }

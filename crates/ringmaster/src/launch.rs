@@ -22,7 +22,14 @@ pub const DEFAULT_SERVICE_PATH: &str =
 
 /// Variables of the master's own environment that children must not see: they describe the
 /// master's supervision (systemd socket activation, readiness), not the child's.
-const PRIVATE_ENV: &[&str] = &["NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC"];
+const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+];
 
 /// Who the master is and whom children run as by default.
 #[derive(Debug, Clone)]
@@ -85,9 +92,9 @@ impl Launcher {
         &self.setup
     }
 
-    /// Reads the configuration again for a reload. Invalid: every problem is logged and the
-    /// running setup stays as it was.
-    pub fn reload(&mut self) -> Result<Config, ()> {
+    /// Reads the configuration again for a reload. Invalid: every problem is logged, the
+    /// running setup stays as it was, and None is returned.
+    pub fn reload(&mut self) -> Option<Config> {
         match prepare(&self.sources, &self.policy) {
             Ok(setup) => {
                 info!(
@@ -96,14 +103,14 @@ impl Launcher {
                 );
                 let config = setup.config.clone();
                 self.setup = setup;
-                Ok(config)
+                Some(config)
             }
             Err(problems) => {
                 for problem in problems {
                     error!("reload: {problem}");
                 }
                 error!("reload rejected: still running the previous configuration");
-                Err(())
+                None
             }
         }
     }
@@ -125,7 +132,12 @@ impl Launcher {
         };
         let mut env: Vec<CString> = Vec::new();
         let overridden = |k: &str| request.env.iter().any(|(key, _)| key == k);
-        for (key, value) in self.base_env.iter().filter(|(k, _)| !overridden(k)).chain(request.env.iter()) {
+        for (key, value) in self
+            .base_env
+            .iter()
+            .filter(|(k, _)| !overridden(k))
+            .chain(request.env.iter())
+        {
             env.push(cstring(&format!("{key}={value}"))?);
         }
         Ok(ExecSpec {
@@ -159,7 +171,9 @@ impl Launcher {
         let candidates = [
             proc_dir.join(pid.to_string()),
             proc_dir.join(format!(".{pid}.new")),
-            Path::new(configdir).join("socket").join(format!("idle.{pid}")),
+            Path::new(configdir)
+                .join("socket")
+                .join(format!("idle.{pid}")),
         ];
         for path in candidates {
             match std::fs::remove_file(&path) {
@@ -187,7 +201,10 @@ pub fn find_program(argv0: &str, service_path: &[PathBuf]) -> Option<PathBuf> {
 
 /// Splits a colon-separated list of directories.
 pub fn parse_service_path(text: &str) -> Vec<PathBuf> {
-    text.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+    text.split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Vec<String>> {
@@ -209,9 +226,24 @@ fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Ve
         .start
         .iter()
         .map(|e| ("START", &e.name, &e.cmd, &e.run_as, &e.location))
-        .chain(config.services.iter().map(|e| ("service", &e.name, &e.cmd, &e.run_as, &e.location)))
-        .chain(config.events.iter().map(|e| ("event", &e.name, &e.cmd, &e.run_as, &e.location)))
-        .chain(config.daemons.iter().map(|e| ("daemon", &e.name, &e.cmd, &e.run_as, &e.location)));
+        .chain(
+            config
+                .services
+                .iter()
+                .map(|e| ("service", &e.name, &e.cmd, &e.run_as, &e.location)),
+        )
+        .chain(
+            config
+                .events
+                .iter()
+                .map(|e| ("event", &e.name, &e.cmd, &e.run_as, &e.location)),
+        )
+        .chain(
+            config
+                .daemons
+                .iter()
+                .map(|e| ("daemon", &e.name, &e.cmd, &e.run_as, &e.location)),
+        );
     for (kind, name, cmd, run_as, location) in entries {
         if let Some(argv0) = cmd.argv.first() {
             match find_program(argv0, &sources.service_path) {

@@ -17,12 +17,7 @@ const EXIT_OSERR: i32 = 71;
 
 /// Runs the master; returns the process exit status.
 pub fn run(args: RunArgs) -> i32 {
-    if args.daemonize {
-        if let Err(err) = sys::daemonize::daemonize() {
-            eprintln!("ringmaster: cannot daemonize: {err}");
-            return EXIT_OSERR;
-        }
-    }
+    let args = &args;
     let target = match (&args.logfile, args.foreground) {
         (Some(path), _) => match logging::Target::file(path) {
             Ok(t) => t,
@@ -38,6 +33,12 @@ pub fn run(args: RunArgs) -> i32 {
         },
     };
     logging::init(target, args.verbose);
+    let code = run_logged(args);
+    info!("exiting with status {code}");
+    code
+}
+
+fn run_logged(args: &RunArgs) -> i32 {
     if let Err(err) = sys::signals::assert_single_threaded() {
         error!("{err}");
         return EXIT_OSERR;
@@ -76,6 +77,22 @@ pub fn run(args: RunArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    // Detach only now, so that a broken configuration is reported on the terminal.
+    let mut daemon = None;
+    if args.daemonize {
+        match sys::daemonize::daemonize() {
+            Ok(handle) => daemon = Some(handle),
+            Err(err) => {
+                error!("cannot daemonize: {err}");
+                return EXIT_OSERR;
+            }
+        }
+    }
+    if !args.foreground {
+        if let Err(err) = sys::daemonize::detach_stdio(args.logfile.as_deref()) {
+            warn!("cannot detach stdio: {err}");
+        }
+    }
     let imapd = launcher.setup().imapd.clone();
     let pidfile_path = args
         .pidfile
@@ -86,7 +103,9 @@ pub fn run(args: RunArgs) -> i32 {
             Ok(p) => Some(p),
             Err(err) => {
                 error!("{err}");
-                eprintln!("ringmaster: {err}");
+                if let Some(d) = daemon.take() {
+                    let _ = d.fail(EXIT_OSERR);
+                }
                 return EXIT_OSERR;
             }
         },
@@ -96,7 +115,11 @@ pub fn run(args: RunArgs) -> i32 {
         .ready_file
         .clone()
         .or_else(|| imapd.master_ready_file().map(PathBuf::from))
-        .or_else(|| imapd.configdirectory().map(|d| Path::new(d).join("master.ready")));
+        .or_else(|| {
+            imapd
+                .configdirectory()
+                .map(|d| Path::new(d).join("master.ready"))
+        });
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);
     }
@@ -104,7 +127,10 @@ pub fn run(args: RunArgs) -> i32 {
     let settings = Settings {
         stop_timeout: args.stop_timeout,
         drain_timeout: args.drain_timeout,
-        worker_env: vec![(ringmaster_proto::ENV_EXIT_NOTES.to_string(), "1".to_string())],
+        worker_env: vec![(
+            ringmaster_proto::ENV_EXIT_NOTES.to_string(),
+            "1".to_string(),
+        )],
     };
     let config = launcher.setup().config.clone();
     info!(
@@ -123,6 +149,10 @@ pub fn run(args: RunArgs) -> i32 {
                 warn!("cannot write ready file {}: {err}", path.display());
             }
         }
+        // The parent of a daemonized master exits 0 once every service listens.
+        if let Some(d) = daemon.take() {
+            let _ = d.ready();
+        }
     });
     let runtime = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
         Ok(r) => r,
@@ -136,14 +166,17 @@ pub fn run(args: RunArgs) -> i32 {
         let _ = std::fs::remove_file(path);
     }
     if let Some(pidfile) = pidfile {
-        pidfile.remove();
+        if let Err(err) = pidfile.remove() {
+            warn!("cannot remove the pidfile: {err}");
+        }
     }
-    info!("exiting with status {code}");
     code
 }
 
 fn local_clock(unix: i64) -> LocalTime {
-    let t = sys::clock::local_time(unix);
+    let Ok(t) = sys::clock::local_time(unix) else {
+        return crate::supervisor::schedule::utc(unix);
+    };
     LocalTime {
         year: t.year,
         month: t.month,

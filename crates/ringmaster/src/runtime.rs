@@ -4,10 +4,8 @@
 //! (signalfd, epoll, listeners, status pipes, daemon ready pipes) and the spawn plumbing.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,7 @@ use ringmaster_proto::{RawNote, DAEMON_READY, NOTE_LEN};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Listen, Proto};
-use crate::launch::{Launcher, LoadedSetup};
+use crate::launch::Launcher;
 use crate::supervisor::{
     Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
 };
@@ -156,7 +154,14 @@ impl Runtime {
     }
 
     fn read_signals(&mut self) {
-        for signal in self.signals.read_pending() {
+        let pending = match self.signals.read_pending() {
+            Ok(p) => p,
+            Err(err) => {
+                warn!("reading signalfd: {err}");
+                return;
+            }
+        };
+        for signal in pending {
             match signal {
                 Signal::SIGCHLD => self.reap(),
                 Signal::SIGHUP => {
@@ -184,7 +189,10 @@ impl Runtime {
                     ExitStatus::Signal { signal, core }
                 }
             };
-            self.feed(Input::Exited { pid, status });
+            self.feed(Input::Exited {
+                pid: pid.as_raw(),
+                status,
+            });
         }
     }
 
@@ -192,7 +200,7 @@ impl Runtime {
         let Some(io) = self.pools.get_mut(&pool) else {
             return;
         };
-        match sys::pipe::read_available(&io.status_read, &mut io.pending) {
+        match sys::pipe::read_notes(io.status_read.as_fd(), &mut io.pending) {
             Ok(_) => {}
             Err(err) => {
                 warn!("reading status pipe: {err}");
@@ -223,9 +231,8 @@ impl Runtime {
         let Some(pipe) = self.daemon_pipes.get_mut(&token) else {
             return;
         };
-        let eof = match sys::pipe::read_available(&pipe.read, &mut pipe.got) {
-            Ok(sys::pipe::ReadOutcome::Eof) => true,
-            Ok(_) => false,
+        let eof = match sys::pipe::read_notes(pipe.read.as_fd(), &mut pipe.got) {
+            Ok(outcome) => outcome.eof,
             Err(err) => {
                 warn!("reading daemon ready pipe: {err}");
                 true
@@ -277,21 +284,24 @@ impl Runtime {
                     Sig::Term => Signal::SIGTERM,
                     Sig::Kill => Signal::SIGKILL,
                 };
-                if let Err(err) = sys::process::send_signal(pid, signal) {
+                if let Err(err) = sys::process::send_signal(nix::unistd::Pid::from_raw(pid), signal)
+                {
                     warn!("cannot send {signal} to {pid}: {err}");
                 }
             }
             Action::Watch { pool, on } => self.watch(pool, on),
             Action::Pause { pool } => {
                 if let Some(io) = self.pools.get(&pool) {
-                    if let Err(err) = sys::net::pause_listener(&io.listener.fd) {
+                    if let Err(err) = sys::net::pause_listener(io.listener.fd.as_fd()) {
                         warn!("cannot pause listener: {err}");
                     }
                 }
             }
             Action::Resume { pool } => {
                 if let Some(io) = self.pools.get(&pool) {
-                    if let Err(err) = sys::net::resume_listener(&io.listener.fd, self.backlog) {
+                    if let Err(err) =
+                        sys::net::resume_listener(io.listener.fd.as_fd(), self.backlog)
+                    {
                         error!("cannot resume listener: {err}");
                     }
                 }
@@ -299,10 +309,13 @@ impl Runtime {
             Action::Release { service } => self.release(service),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                Err(()) => self.feed(Input::ConfigRejected),
+                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                None => self.feed(Input::ConfigRejected),
             },
-            Action::Ready => (self.on_ready)(),
+            Action::Ready => {
+                info!("ready for work");
+                (self.on_ready)()
+            }
             Action::Exit(code) => {
                 self.pools.clear();
                 self.exit_code = Some(code);
@@ -424,7 +437,7 @@ impl Runtime {
             let _ = self.poller.delete(io.status_read.as_fd());
             // Still used by another service (a reload handed it over): keep it open.
             if Rc::strong_count(&io.listener) == 1 {
-                if let Err(err) = sys::net::stop_listening(&io.listener.fd) {
+                if let Err(err) = sys::net::pause_listener(io.listener.fd.as_fd()) {
                     debug!("stop listening: {err}");
                 }
                 if let Listen::Unix(path) = &io.listener.listen {
@@ -456,7 +469,8 @@ impl Runtime {
                 ready_read = Some((read, write));
             }
         }
-        let pid = sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
+        let pid =
+            sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
         if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
             drop(write);
             let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;
@@ -473,22 +487,6 @@ impl Runtime {
                 },
             );
         }
-        Ok(pid)
+        Ok(pid.as_raw())
     }
 }
-
-/// The path a unix listen address binds, for cleanup at exit.
-pub fn unix_path(listen: &Listen) -> Option<PathBuf> {
-    match listen {
-        Listen::Unix(path) => Some(path.clone()),
-        _ => None,
-    }
-}
-
-#[allow(dead_code)]
-fn cstring(text: &str) -> Option<CString> {
-    CString::new(text).ok()
-}
-
-#[allow(dead_code)]
-type Setup = LoadedSetup;

@@ -274,8 +274,7 @@ fn pidfile_is_locked_against_a_second_master() {
     assert_eq!(pid_text.trim(), first.pid.to_string());
     let dir2 = TestDir::new("pidlock2");
     let mut second = Start::new(&dir2, &service_conf("echo", free_port(), ""))
-        .arg("-p")
-        .arg(first.pidfile.to_str().unwrap())
+        .pidfile(&first.pidfile)
         .spawn();
     let status = second.wait_exit(WAIT).expect("second master exits");
     assert_ne!(status.code(), Some(0));

@@ -39,7 +39,7 @@ impl fmt::Display for Command {
 }
 
 /// Who a process runs as, when the entry says (ringmaster extension keys `user=` and `group=`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct RunAs {
     pub user: Option<String>,
     pub group: Option<String>,

@@ -472,7 +472,6 @@ impl Supervisor {
             .collect();
         self.ready_announced = true;
         out.push(Action::Ready);
-        info!("ready for work");
     }
 
     fn add_service(&mut self, spec: ServiceEntry, out: &mut Vec<Action>) {

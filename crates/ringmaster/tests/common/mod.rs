@@ -170,6 +170,7 @@ pub struct Start<'a> {
     pub conf: &'a str,
     pub args: Vec<String>,
     pub imapd_extra: &'a str,
+    pub pidfile: Option<PathBuf>,
 }
 
 impl<'a> Start<'a> {
@@ -179,7 +180,14 @@ impl<'a> Start<'a> {
             conf,
             args: vec![],
             imapd_extra: "",
+            pidfile: None,
         }
+    }
+
+    /// Use this pidfile instead of one in the test dir.
+    pub fn pidfile(mut self, path: &Path) -> Self {
+        self.pidfile = Some(path.to_path_buf());
+        self
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -200,7 +208,10 @@ impl<'a> Start<'a> {
         .expect("write imapd.conf");
         let log = dir.path("master.log");
         let logfile = fs::File::create(&log).expect("log file");
-        let pidfile = dir.path("master.pid");
+        let pidfile = self
+            .pidfile
+            .clone()
+            .unwrap_or_else(|| dir.path("master.pid"));
         let ready = dir.path("master.ready");
         let mut cmd = Command::new(MASTER);
         cmd.arg("-D")

@@ -1,0 +1,275 @@
+//! A master under test: its temp dir and config files, its start, readiness wait and stop.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{chown, geteuid, Pid, User};
+
+use crate::procfs;
+
+/// Which master program runs the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ringmaster,
+    Cyrus,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Ringmaster => "ringmaster",
+            Kind::Cyrus => "cyrus master",
+        }
+    }
+}
+
+/// The one service every scenario runs: the demo worker on a loopback port.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub worker: PathBuf,
+    pub prefork: u32,
+    /// The worker's `-U`; 0 means no limit (the demo worker's meaning, not Cyrus's).
+    pub max_uses: u32,
+}
+
+/// A running master and what it needs cleaned up.
+pub struct Master {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+    worker: PathBuf,
+    log: PathBuf,
+}
+
+static DIR_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn make_dir() -> Result<PathBuf, String> {
+    let n = DIR_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringmaster-bench.{}.{n}", std::process::id()));
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    fs::create_dir(&dir).map_err(err)?;
+    fs::create_dir(dir.join("conf")).map_err(err)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(err)?;
+    Ok(dir)
+}
+
+/// Cyrus's master switches to user `cyrus` when started as root, so that user must own the
+/// config directory. Do the same for ringmaster, which also runs workers as `cyrus`.
+fn give_to_cyrus(dir: &Path) -> Result<(), String> {
+    if !geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(Some(user)) = User::from_name("cyrus") else {
+        return Ok(());
+    };
+    for p in [dir.to_path_buf(), dir.join("conf")] {
+        chown(&p, Some(user.uid), Some(user.gid))
+            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn cyrus_conf(spec: &ServiceSpec, kind: Kind, port: u16) -> String {
+    // Cyrus counts a worker ready from its fork and complains of AVAILABLE from a ready one.
+    let announce = if kind == Kind::Cyrus {
+        " --no-announce"
+    } else {
+        ""
+    };
+    format!(
+        "# written by ringmaster-bench\nSERVICES {{\n  demo cmd=\"{worker}{announce} -U {uses}\" \
+         listen=\"127.0.0.1:{port}\" prefork={prefork}\n}}\n",
+        worker = spec.worker.display(),
+        uses = spec.max_uses,
+        prefork = spec.prefork,
+    )
+}
+
+impl Master {
+    /// Write the configs, start `program`, and wait (bounded) until a client gets a banner.
+    pub fn start(kind: Kind, program: &Path, spec: &ServiceSpec) -> Result<Master, String> {
+        if !program.exists() {
+            return Err(format!("{} does not exist", program.display()));
+        }
+        let dir = make_dir()?;
+        let port = free_port()?;
+        let conf = dir.join("cyrus.conf");
+        let imapd = dir.join("imapd.conf");
+        let write = |p: &Path, text: String| {
+            fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        write(&conf, cyrus_conf(spec, kind, port))?;
+        write(
+            &imapd,
+            format!("configdirectory: {}\n", dir.join("conf").display()),
+        )?;
+        give_to_cyrus(&dir)?;
+        let log = dir.join("master.log");
+        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(program)
+            .arg("-D")
+            .arg("-M")
+            .arg(&conf)
+            .arg("-C")
+            .arg(&imapd)
+            .arg("-p")
+            .arg(dir.join("master.pid"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let mut master = Master {
+            kind,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            dir,
+            worker: spec.worker.clone(),
+            log,
+        };
+        if let Err(e) = master.wait_ready(Duration::from_secs(5)) {
+            master.stop();
+            return Err(e);
+        }
+        if let Err(e) = master.wait_children(spec.prefork as usize, Duration::from_secs(10)) {
+            master.stop();
+            return Err(e);
+        }
+        Ok(master)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n    ");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\n    {tail}")
+        }
+    }
+
+    /// Bounded: the master must accept and a worker must greet within `limit`.
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("nothing tried");
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited before accepting ({status}){}",
+                    self.kind.label(),
+                    self.log_tail()
+                ));
+            }
+            match greet(self.addr, Duration::from_millis(500)) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "{} gave no banner on {} within {limit:?} (last: {last}){}",
+            self.kind.label(),
+            self.addr,
+            self.log_tail()
+        ))
+    }
+
+    /// Bounded: wait until the master has at least `n` live children.
+    pub fn wait_children(&self, n: usize, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let have = procfs::children(self.pid()).len();
+            if have >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} has {have} children, not {n}, after {limit:?}",
+                    self.kind.label()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<(), String> {
+        kill(Pid::from_raw(self.pid()), signal).map_err(|e| format!("kill {signal}: {e}"))
+    }
+
+    /// Resident size now and at its peak, in kB.
+    pub fn rss_kb(&self) -> (Option<u64>, Option<u64>) {
+        (
+            procfs::status_kb(self.pid(), "VmRSS"),
+            procfs::status_kb(self.pid(), "VmHWM"),
+        )
+    }
+
+    /// SIGTERM the master (SIGKILL after 5 s), then SIGKILL any of its workers left behind.
+    pub fn stop(&mut self) {
+        let workers = procfs::children(self.pid());
+        let _ = self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let worker = self.worker.display().to_string();
+        for pid in workers {
+            // Only our worker binary: the pid may have been reused since.
+            if procfs::cmdline(pid).is_some_and(|c| c.starts_with(&worker)) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Connect and read one line that looks like a greeting.
+fn greet(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.starts_with("* OK") {
+        Ok(())
+    } else {
+        Err(format!("unexpected greeting {line:?}"))
+    }
+}

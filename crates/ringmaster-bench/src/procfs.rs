@@ -1,0 +1,108 @@
+//! What the bench reads from /proc: a process's children, state and resident size.
+
+use std::fs;
+
+/// Fields of `/proc/<pid>/stat` the bench needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+}
+
+/// Parse `/proc/<pid>/stat` text: the command sits in parentheses and may hold anything, so
+/// the fields are read after the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let pid = text.split_whitespace().next()?.parse().ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(Stat { pid, ppid, state })
+}
+
+/// The stat of one process, if it still exists.
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Live (not zombie) children of `parent`.
+pub fn children(parent: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(s) = stat(pid) {
+            if s.ppid == parent && s.state != 'Z' {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in kB.
+pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&text, key)
+}
+
+pub fn parse_status_kb(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The command line of a process, arguments joined by spaces.
+pub fn cmdline(pid: i32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_names() {
+        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1").unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                pid: 42,
+                ppid: 7,
+                state: 'S'
+            }
+        );
+    }
+
+    #[test]
+    fn status_lines() {
+        let text = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(parse_status_kb(text, "VmRSS"), Some(1024));
+        assert_eq!(parse_status_kb(text, "VmHWM"), Some(2048));
+        assert_eq!(parse_status_kb(text, "VmSwap"), None);
+    }
+
+    #[test]
+    fn we_are_our_parents_child() {
+        let me = std::process::id() as i32;
+        let parent = stat(me).unwrap().ppid;
+        assert!(children(parent).contains(&me));
+    }
+}

@@ -1,0 +1,610 @@
+//! Listening sockets: binding a service's `listen=`/`proto=` the way Cyrus does (one socket per
+//! address family), pausing and resuming a TCP listener without giving up its port, and the
+//! identity of a bound socket so a reload can keep one instead of binding again.
+//!
+//! Every socket is close-on-exec and blocking: the open file description is shared with the
+//! workers, which expect a blocking `accept` on fd 4.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{umask, Mode};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::config::model::{Listen, Proto};
+
+/// One bound (and, for streams, listening) socket of a service.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// The socket: blocking, close-on-exec.
+    pub fd: OwnedFd,
+    /// 0 for the first socket of the entry, 1 for a second (the other address family): the
+    /// worker's `CYRUS_ID`.
+    pub family_index: u8,
+    /// The bound address, printable: `127.0.0.1:143`, `[::]:143` or a unix path.
+    pub local: String,
+}
+
+/// Whether a socket carries a stream or datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// SOCK_STREAM (tcp, unix stream).
+    Stream,
+    /// SOCK_DGRAM (udp, unix datagram).
+    Datagram,
+    /// Anything else, by its SO_TYPE value.
+    Other(i32),
+}
+
+/// Where a socket is bound.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SocketAddress {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// What makes two listening sockets interchangeable: their kind and bound address. Compare
+/// [`socket_identity`] of an open socket with [`planned_identities`] of a configuration entry
+/// to reuse the socket rather than bind again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SocketIdentity {
+    /// Stream or datagram.
+    pub kind: SocketKind,
+    /// The bound address.
+    pub address: SocketAddress,
+}
+
+impl fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddress::Inet(addr) => write!(f, "{addr}"),
+            SocketAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Bind the sockets of one service entry, in CYRUS_ID order.
+///
+/// - `Listen::Inet` without a host: `tcp`/`udp` bind `0.0.0.0` then `[::]` (IPV6_V6ONLY, so
+///   the two do not clash); `tcp4`/`udp4` only the first, `tcp6`/`udp6` only the second.
+/// - With a host (name or literal): resolved with getaddrinfo; the first address of each
+///   allowed family is bound, in resolution order.
+/// - A family the host lacks (EAFNOSUPPORT, EPROTONOSUPPORT, or EADDRNOTAVAIL for IPv6 when
+///   the address was not written as a literal) is skipped; if nothing is left, that error is
+///   returned. Any other failure (EADDRINUSE, EACCES, ...) fails the whole entry and closes
+///   what was bound: unlike Cyrus, a half-bound entry is never reported as a success.
+/// - TCP sockets get SO_REUSEADDR and `listen(backlog)`; UDP sockets are only bound.
+/// - `Listen::Unix(path)`: a stale socket at `path` is removed first (anything else there is
+///   an error, never unlinked); the node is created world-connectable (mode 0777, as Cyrus,
+///   through a zero umask around `bind`: the master is single-threaded, so the umask change
+///   affects nothing else); chowned to `owner` (uid, gid) when given; a stream socket unless
+///   `proto` is a udp one.
+pub fn bind_listeners(
+    listen: &Listen,
+    proto: Proto,
+    backlog: i32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<Vec<BoundListener>> {
+    match listen {
+        Listen::Unix(path) => {
+            let fd = bind_unix(path, !proto.is_udp(), backlog, owner)?;
+            Ok(vec![BoundListener {
+                fd,
+                family_index: 0,
+                local: path.display().to_string(),
+            }])
+        }
+        Listen::Inet { host, port } => {
+            let targets = inet_targets(host.as_deref(), *port, proto)?;
+            let literal = host.as_deref().is_some_and(|h| h.parse::<IpAddr>().is_ok());
+            let mut bound = Vec::new();
+            let mut skipped = None;
+            for addr in targets {
+                match bind_inet(addr, proto, backlog) {
+                    Ok(fd) => {
+                        let local = SockRef::from(&fd)
+                            .local_addr()?
+                            .as_socket()
+                            .map_or_else(|| addr.to_string(), |a| a.to_string());
+                        let family_index = u8::try_from(bound.len()).unwrap_or(u8::MAX);
+                        bound.push(BoundListener {
+                            fd,
+                            family_index,
+                            local,
+                        });
+                    }
+                    Err(e) if family_missing(&e, addr, literal) => {
+                        skipped.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{addr}: {e}")));
+                    }
+                }
+            }
+            if bound.is_empty() {
+                return Err(skipped.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "no address to bind")
+                }));
+            }
+            Ok(bound)
+        }
+    }
+}
+
+/// The identities [`bind_listeners`] would produce for this entry, resolving names but binding
+/// nothing (the port is the configured one, so port 0 never matches a bound socket).
+pub fn planned_identities(listen: &Listen, proto: Proto) -> io::Result<Vec<SocketIdentity>> {
+    let kind = if proto.is_udp() {
+        SocketKind::Datagram
+    } else {
+        SocketKind::Stream
+    };
+    match listen {
+        Listen::Unix(path) => Ok(vec![SocketIdentity {
+            kind,
+            address: SocketAddress::Unix(path.clone()),
+        }]),
+        Listen::Inet { host, port } => Ok(inet_targets(host.as_deref(), *port, proto)?
+            .into_iter()
+            .map(|addr| SocketIdentity {
+                kind,
+                address: SocketAddress::Inet(addr),
+            })
+            .collect()),
+    }
+}
+
+/// The kind (SO_TYPE) and bound address (getsockname) of a socket.
+pub fn socket_identity(fd: BorrowedFd<'_>) -> io::Result<SocketIdentity> {
+    let sock = SockRef::from(&fd);
+    let kind = match sock.r#type()? {
+        Type::STREAM => SocketKind::Stream,
+        Type::DGRAM => SocketKind::Datagram,
+        other => SocketKind::Other(other.into()),
+    };
+    let local = sock.local_addr()?;
+    let address = if let Some(addr) = local.as_socket() {
+        SocketAddress::Inet(addr)
+    } else if let Some(path) = local.as_pathname() {
+        SocketAddress::Unix(path.to_path_buf())
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "socket is neither inet nor a named unix socket",
+        ));
+    };
+    Ok(SocketIdentity { kind, address })
+}
+
+/// Stop a TCP listener from taking connections while keeping its port: `shutdown(SHUT_RD)` on
+/// a listening socket makes Linux leave the LISTEN state, reset the connections waiting in its
+/// queue and refuse new ones (ECONNREFUSED), while the socket stays bound to its address.
+/// Returns Ok(false), doing nothing, for sockets that cannot be paused this way (UDP, unix).
+///
+/// Caveats (Linux): workers blocked in `accept` on the same socket are woken with EINVAL
+/// (Cyrus's services exit on that), so pause a service only when it has no idle workers. While
+/// paused, the port is still bound, but another socket that also sets SO_REUSEADDR may bind it
+/// (a non-listening socket does not conflict), in which case resuming fails with EADDRINUSE.
+/// A socket bound to port 0 loses its kernel-chosen port when paused; configured ports stay.
+pub fn pause_listener(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let sock = SockRef::from(&fd);
+    let inet = matches!(sock.domain()?, Domain::IPV4 | Domain::IPV6);
+    if !inet || sock.r#type()? != Type::STREAM {
+        return Ok(false);
+    }
+    sock.shutdown(std::net::Shutdown::Read)?;
+    Ok(true)
+}
+
+/// Make a paused TCP listener listen again, on the same socket and port.
+pub fn resume_listener(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    SockRef::from(&fd).listen(backlog)
+}
+
+/// The addresses to bind for an inet entry, in CYRUS_ID order.
+fn inet_targets(host: Option<&str>, port: u16, proto: Proto) -> io::Result<Vec<SocketAddr>> {
+    let (want_v4, want_v6) = match proto {
+        Proto::Tcp | Proto::Udp => (true, true),
+        Proto::Tcp4 | Proto::Udp4 => (true, false),
+        Proto::Tcp6 | Proto::Udp6 => (false, true),
+    };
+    let Some(host) = host else {
+        let mut all = Vec::new();
+        if want_v4 {
+            all.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        }
+        if want_v6 {
+            all.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+        }
+        return Ok(all);
+    };
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;
+    let mut chosen: Vec<SocketAddr> = Vec::new();
+    for addr in resolved {
+        let allowed = if addr.is_ipv4() { want_v4 } else { want_v6 };
+        if allowed && !chosen.iter().any(|c| c.is_ipv4() == addr.is_ipv4()) {
+            chosen.push(addr);
+        }
+    }
+    if chosen.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no {} address", family_words(want_v4, want_v6)),
+        ));
+    }
+    Ok(chosen)
+}
+
+fn family_words(v4: bool, v6: bool) -> &'static str {
+    match (v4, v6) {
+        (true, false) => "IPv4",
+        (false, true) => "IPv6",
+        _ => "IPv4 or IPv6",
+    }
+}
+
+/// Whether a bind failure means "this host has no such family" rather than a real problem.
+fn family_missing(e: &io::Error, addr: SocketAddr, literal: bool) -> bool {
+    match e.raw_os_error() {
+        Some(libc::EAFNOSUPPORT) | Some(libc::EPROTONOSUPPORT) => true,
+        Some(libc::EADDRNOTAVAIL) => addr.is_ipv6() && !literal,
+        _ => false,
+    }
+}
+
+fn bind_inet(addr: SocketAddr, proto: Proto, backlog: i32) -> io::Result<OwnedFd> {
+    let (ty, stream) = if proto.is_udp() {
+        (Type::DGRAM, false)
+    } else {
+        (Type::STREAM, true)
+    };
+    // socket2 creates sockets with SOCK_CLOEXEC, and blocking.
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    if stream {
+        socket.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&SockAddr::from(addr))?;
+    if stream {
+        socket.listen(backlog)?;
+    }
+    Ok(OwnedFd::from(socket))
+}
+
+fn bind_unix(
+    path: &Path,
+    stream: bool,
+    backlog: i32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<OwnedFd> {
+    remove_stale_socket(path)?;
+    let ty = if stream { Type::STREAM } else { Type::DGRAM };
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    let addr = SockAddr::unix(path)?;
+    let old = umask(Mode::empty());
+    let bound = socket.bind(&addr);
+    umask(old);
+    bound.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchownat(
+            None,
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("chown {}: {e}", path.display()),
+            )
+        })?;
+    }
+    if stream {
+        socket.listen(backlog)?;
+    }
+    Ok(OwnedFd::from(socket))
+}
+
+/// Remove a socket left at `path` by an earlier run; refuse to touch anything else.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to remove it",
+                path.display()
+            ),
+        )),
+    }
+}
+
+impl AsFd for BoundListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::TempDir;
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn inet(host: &str, port: u16) -> Listen {
+        Listen::Inet {
+            host: Some(host.to_owned()),
+            port,
+        }
+    }
+
+    fn accept_one(fd: &OwnedFd) -> io::Result<TcpStream> {
+        let sock = SockRef::from(fd);
+        let (conn, _) = sock.accept()?;
+        Ok(TcpStream::from(conn))
+    }
+
+    fn has_ipv6_loopback() -> bool {
+        TcpListener::bind("[::1]:0").is_ok()
+    }
+
+    /// A port that was free a moment ago (pause needs a configured, non-zero port).
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("probe port")
+    }
+
+    #[test]
+    fn tcp4_literal_binds_one_blocking_cloexec_listener() {
+        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp4, 16, None).expect("bind");
+        assert_eq!(got.len(), 1);
+        let l = got.first().expect("one");
+        assert_eq!(l.family_index, 0);
+        assert!(l.local.starts_with("127.0.0.1:"), "{}", l.local);
+        let fd = l.fd.as_raw_fd();
+        let fdflags = fcntl(fd, FcntlArg::F_GETFD).expect("getfd");
+        assert!(fdflags & libc::FD_CLOEXEC != 0);
+        let flflags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).expect("getfl"));
+        assert!(!flflags.contains(OFlag::O_NONBLOCK));
+        assert!(SockRef::from(&l.fd).reuse_address().expect("opt"));
+
+        let mut client = TcpStream::connect(&l.local).expect("connect");
+        let mut server = accept_one(&l.fd).expect("accept");
+        client.write_all(b"hi").expect("write");
+        let mut buf = [0u8; 2];
+        server.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"hi");
+    }
+
+    #[test]
+    fn tcp6_literal_is_v6_only() {
+        if !has_ipv6_loopback() {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        }
+        let got = bind_listeners(&inet("::1", 0), Proto::Tcp, 16, None).expect("bind");
+        assert_eq!(got.len(), 1);
+        let l = got.first().expect("one");
+        assert!(l.local.starts_with("[::1]:"), "{}", l.local);
+        assert!(SockRef::from(&l.fd).only_v6().expect("opt"));
+        TcpStream::connect(&l.local).expect("connect");
+    }
+
+    #[test]
+    fn a_family_the_host_name_lacks_is_refused_clearly() {
+        assert_eq!(
+            bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp6, 16, None)
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(io::ErrorKind::NotFound)
+        );
+    }
+
+    #[test]
+    fn wildcard_plans_v4_then_v6_as_cyrus_ids_0_and_1() {
+        let all = |proto| {
+            planned_identities(
+                &Listen::Inet {
+                    host: None,
+                    port: 143,
+                },
+                proto,
+            )
+            .expect("plan")
+            .into_iter()
+            .map(|i| (i.kind, i.address.to_string()))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            all(Proto::Tcp),
+            vec![
+                (SocketKind::Stream, "0.0.0.0:143".to_owned()),
+                (SocketKind::Stream, "[::]:143".to_owned())
+            ]
+        );
+        assert_eq!(
+            all(Proto::Udp4),
+            vec![(SocketKind::Datagram, "0.0.0.0:143".to_owned())]
+        );
+        assert_eq!(
+            all(Proto::Tcp6),
+            vec![(SocketKind::Stream, "[::]:143".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_host_name_binds_one_address_per_family() {
+        let got = bind_listeners(&inet("localhost", 0), Proto::Tcp, 16, None).expect("bind");
+        assert!(!got.is_empty() && got.len() <= 2);
+        for (i, l) in got.iter().enumerate() {
+            assert_eq!(usize::from(l.family_index), i);
+            TcpStream::connect(&l.local).expect("connect");
+        }
+    }
+
+    #[test]
+    fn a_second_bind_of_the_same_address_fails_with_addrinuse() {
+        let port = free_port();
+        let _first = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
+        let err = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None)
+            .expect_err("second bind");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    }
+
+    #[test]
+    fn udp_is_bound_not_listening() {
+        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Udp4, 16, None).expect("bind");
+        let l = got.first().expect("one");
+        let id = socket_identity(l.fd.as_fd()).expect("identity");
+        assert_eq!(id.kind, SocketKind::Datagram);
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        client.send_to(b"ping", &l.local).expect("send");
+        let sock = SockRef::from(&l.fd);
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 8];
+        let (n, _) = sock.recv_from(&mut buf).expect("recv");
+        assert_eq!(n, 4);
+        assert!(!pause_listener(l.fd.as_fd()).expect("pause"));
+    }
+
+    #[test]
+    fn identity_of_a_bound_socket_matches_its_plan() {
+        let port = free_port();
+        let listen = inet("127.0.0.1", port);
+        let got = bind_listeners(&listen, Proto::Tcp4, 16, None).expect("bind");
+        let fd = &got.first().expect("one").fd;
+        assert_eq!(
+            vec![socket_identity(fd.as_fd()).expect("identity")],
+            planned_identities(&listen, Proto::Tcp4).expect("plan")
+        );
+        assert_ne!(
+            vec![socket_identity(fd.as_fd()).expect("identity")],
+            planned_identities(&listen, Proto::Udp4).expect("plan")
+        );
+    }
+
+    #[test]
+    fn pause_refuses_connections_and_resume_accepts_again_on_the_same_port() {
+        let port = free_port();
+        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
+        let l = got.first().expect("one");
+        let before = socket_identity(l.fd.as_fd()).expect("identity");
+
+        TcpStream::connect(("127.0.0.1", port)).expect("connect while listening");
+        accept_one(&l.fd).expect("accept");
+        // One left waiting in the queue: pausing resets it.
+        let mut queued = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+
+        assert!(pause_listener(l.fd.as_fd()).expect("pause"));
+        let refused = TcpStream::connect(("127.0.0.1", port)).expect_err("refused while paused");
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+        queued
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(queued.read(&mut buf), Ok(0) | Err(_)),
+            "a queued connection must not survive the pause"
+        );
+        // The port stays bound: a socket without SO_REUSEADDR cannot take it meanwhile.
+        let intruder = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let taken = intruder.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], port))));
+        assert_eq!(taken.map_err(|e| e.kind()), Err(io::ErrorKind::AddrInUse));
+        drop(intruder);
+
+        resume_listener(l.fd.as_fd(), 16).expect("resume");
+        assert_eq!(socket_identity(l.fd.as_fd()).expect("identity"), before);
+        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect after resume");
+        let mut server = accept_one(&l.fd).expect("accept after resume");
+        client.write_all(b"k").expect("write");
+        server.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"k");
+    }
+
+    #[test]
+    fn pausing_wakes_a_blocked_accept_with_einval() {
+        // A thread stands in for a worker blocked in accept(4) (threads are fine in tests).
+        let port = free_port();
+        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
+        let l = got.first().expect("one");
+        let worker_fd = l.fd.try_clone().expect("dup");
+        // Bounded: accept honours SO_RCVTIMEO, so a missing wake-up fails instead of hanging.
+        SockRef::from(&worker_fd)
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let worker = std::thread::spawn(move || accept_one(&worker_fd).map(|_| ()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(pause_listener(l.fd.as_fd()).expect("pause"));
+        let result = worker.join().expect("join");
+        assert_eq!(
+            result.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EINVAL))
+        );
+    }
+
+    #[test]
+    fn unix_socket_replaces_a_stale_socket_and_is_world_connectable() {
+        let dir = TempDir::new("net-unix");
+        let path = dir.path().join("lmtp.sock");
+        let listen = Listen::Unix(path.clone());
+        let first = bind_listeners(&listen, Proto::Tcp, 16, None).expect("bind");
+        drop(first); // leaves a stale socket node behind
+        assert!(path.exists());
+        let owner = nix::unistd::geteuid().is_root().then_some((65534, 65534));
+        let got = bind_listeners(&listen, Proto::Tcp, 16, owner).expect("rebind over stale");
+        let l = got.first().expect("one");
+        assert_eq!(l.local, path.display().to_string());
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o777);
+        if owner.is_some() {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        }
+        assert_eq!(
+            socket_identity(l.fd.as_fd()).expect("identity"),
+            SocketIdentity {
+                kind: SocketKind::Stream,
+                address: SocketAddress::Unix(path.clone())
+            }
+        );
+        UnixStream::connect(&path).expect("connect");
+        assert!(!pause_listener(l.fd.as_fd()).expect("pause"));
+    }
+
+    #[test]
+    fn unix_socket_never_unlinks_a_regular_file() {
+        let dir = TempDir::new("net-unix-file");
+        let path = dir.path().join("not-a-socket");
+        std::fs::write(&path, b"precious").expect("write");
+        let err = bind_listeners(&Listen::Unix(path.clone()), Proto::Tcp, 16, None)
+            .expect_err("must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
+    }
+}

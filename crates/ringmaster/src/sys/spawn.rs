@@ -1,0 +1,885 @@
+//! Turning a spawn request (plain data) into a running child: fork, the worker fd layout
+//! (3 = status pipe, 4 = listener), CLOEXEC on everything else, RLIMIT_NOFILE, a clean signal
+//! state, credentials, the parent-death signal, then execve. A failure in the child, exec's
+//! included, comes back to the parent as an `io::Error`.
+//!
+//! Why a raw fork and not `std::process::Command`: std reports exec errors through a CLOEXEC
+//! pipe whose write end takes the lowest free descriptor, which can be 3 or 4, exactly where the
+//! worker's status pipe and listener must go; a `pre_exec` closure cannot move std's pipe out of
+//! the way. Here the report pipe is ours, so the child moves it above 4 before laying out fds.
+//!
+//! Between fork and exec the child runs only async-signal-safe libc calls on data prepared in
+//! the parent: no allocation, no locks, no logging.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::raw::c_char;
+use std::ptr;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use ringmaster_proto::{LISTEN_FD, STATUS_FD};
+
+use super::users::Credentials;
+
+/// The first descriptor the child does not keep across exec.
+const FIRST_CLOSED_FD: RawFd = LISTEN_FD + 1;
+/// Where the child parks descriptors while it lays out 3 and 4.
+const PARKING_FD: RawFd = 10;
+/// Highest signal number on Linux (`_NSIG - 1`).
+const MAX_SIGNAL: libc::c_int = 64;
+/// Exit status of a child that could not exec.
+const EXEC_FAILED_STATUS: libc::c_int = 127;
+
+/// Everything needed to start one process, as plain data (tests can inspect it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Absolute path of the program to execute (no PATH search is done).
+    pub program: CString,
+    /// The full argv, argv\[0\] included (Cyrus passes `cmd=` split on whitespace, unchanged).
+    pub argv: Vec<CString>,
+    /// The whole environment, each entry `KEY=VALUE`; nothing is inherited from the master.
+    pub env: Vec<CString>,
+    /// Placed on fd 3 with CLOEXEC cleared; None leaves fd 3 closed in the child.
+    pub status_fd: Option<RawFd>,
+    /// Placed on fd 4 with CLOEXEC cleared; None leaves fd 4 closed in the child.
+    pub listen_fd: Option<RawFd>,
+    /// RLIMIT_NOFILE (soft and hard) for the child; an unprivileged master that cannot raise
+    /// the hard limit gets the soft limit clamped to it instead.
+    pub nofile_limit: Option<u64>,
+    /// Identity to take before exec; None keeps the master's. A master that is not root may
+    /// pass its own identity (nothing is changed then); anything else fails with EPERM.
+    pub credentials: Option<Credentials>,
+    /// Ask the kernel to send SIGTERM to the child when the master dies, and refuse to exec
+    /// when the master is already gone by then. (The kernel ties this to the forking thread,
+    /// which in the single-threaded master is the master itself.)
+    pub parent_death_signal: bool,
+    /// Directory to change to, after the identity change (so as the child's user).
+    pub cwd: Option<CString>,
+}
+
+/// The step of the child's setup that failed, as reported back to the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Stage {
+    ReportPipe = 1,
+    StatusFd,
+    ListenFd,
+    CloseOnExec,
+    FileLimit,
+    SignalMask,
+    Groups,
+    Gid,
+    Uid,
+    RegainedRoot,
+    DeathSignal,
+    ParentGone,
+    Chdir,
+    Exec,
+}
+
+impl Stage {
+    fn from_code(code: i32) -> Option<Stage> {
+        use Stage::*;
+        [
+            ReportPipe,
+            StatusFd,
+            ListenFd,
+            CloseOnExec,
+            FileLimit,
+            SignalMask,
+            Groups,
+            Gid,
+            Uid,
+            RegainedRoot,
+            DeathSignal,
+            ParentGone,
+            Chdir,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == code)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::ReportPipe => "moving the report pipe",
+            Stage::StatusFd => "placing the status pipe on fd 3",
+            Stage::ListenFd => "placing the listener on fd 4",
+            Stage::CloseOnExec => "marking inherited descriptors close-on-exec",
+            Stage::FileLimit => "setting RLIMIT_NOFILE",
+            Stage::SignalMask => "clearing the signal mask",
+            Stage::Groups => "setgroups",
+            Stage::Gid => "setgid",
+            Stage::Uid => "setuid",
+            Stage::RegainedRoot => "root could be regained after setuid",
+            Stage::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Stage::ParentGone => "the master exited before the child could exec",
+            Stage::Chdir => "chdir",
+            Stage::Exec => "execve",
+        }
+    }
+}
+
+/// What the child needs, prepared in the parent so the child allocates nothing.
+struct ChildPlan<'a> {
+    program: &'a CStr,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    status_fd: Option<RawFd>,
+    listen_fd: Option<RawFd>,
+    nofile_limit: Option<libc::rlim_t>,
+    credentials: Option<&'a Credentials>,
+    death_signal: bool,
+    cwd: Option<&'a CStr>,
+    /// The master's pid, for the getppid check after PR_SET_PDEATHSIG.
+    parent: libc::pid_t,
+    /// Upper bound of the fcntl loop used when close_range is unavailable.
+    fd_scan_limit: RawFd,
+}
+
+/// Start `spec` and return the child's pid once it has exec'd.
+///
+/// Blocks until the child either execs (success) or reports which setup step failed; a child
+/// that failed is reaped here, so the caller never sees its exit. An exec failure is returned as
+/// the bare OS error (`raw_os_error()` is the execve errno); other steps wrap the errno with a
+/// description of the step.
+pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
+    validate(spec)?;
+    let plan = ChildPlan {
+        program: &spec.program,
+        argv: null_terminated(&spec.argv),
+        envp: null_terminated(&spec.env),
+        status_fd: spec.status_fd,
+        listen_fd: spec.listen_fd,
+        nofile_limit: spec.nofile_limit,
+        credentials: spec.credentials.as_ref(),
+        death_signal: spec.parent_death_signal,
+        cwd: spec.cwd.as_deref(),
+        parent: nix::unistd::getpid().as_raw(),
+        fd_scan_limit: fd_scan_limit(),
+    };
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+
+    // SAFETY: the child branch runs only `run_child`, which calls async-signal-safe functions on
+    // memory prepared above and never returns (it execs or `_exit`s), so forking even from a
+    // multithreaded test process is sound.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; see `run_child`.
+        unsafe { run_child(&plan, report_write.as_raw_fd()) }
+    }
+    drop(report_write);
+    let child = Pid::from_raw(pid);
+
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match nix::unistd::read(report_read.as_raw_fd(), &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                reap(child);
+                return Err(e.into());
+            }
+        }
+    }
+    if got == 0 {
+        return Ok(child);
+    }
+    reap(child);
+    if got < report.len() {
+        return Err(io::Error::other("child sent a truncated failure report"));
+    }
+    let (stage_bytes, errno_bytes) = report.split_at(4);
+    let stage = i32::from_ne_bytes(stage_bytes.try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(errno_bytes.try_into().unwrap_or_default());
+    let os = io::Error::from_raw_os_error(errno);
+    match Stage::from_code(stage) {
+        Some(Stage::Exec) => Err(os),
+        Some(stage) => Err(io::Error::new(
+            os.kind(),
+            format!("in the child before exec: {}: {os}", stage.describe()),
+        )),
+        None => Err(io::Error::other(format!(
+            "child sent an unknown failure report ({stage}, {os})"
+        ))),
+    }
+}
+
+fn validate(spec: &ExecSpec) -> io::Result<()> {
+    let invalid = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
+    if spec.program.as_bytes().first() != Some(&b'/') {
+        return invalid("program must be an absolute path");
+    }
+    if spec.argv.is_empty() {
+        return invalid("argv must not be empty");
+    }
+    if spec.env.iter().any(|e| !e.as_bytes().contains(&b'=')) {
+        return invalid("environment entries must be KEY=VALUE");
+    }
+    if spec.status_fd.is_some_and(|fd| fd < 0) || spec.listen_fd.is_some_and(|fd| fd < 0) {
+        return invalid("descriptors must not be negative");
+    }
+    Ok(())
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect()
+}
+
+/// How far the fallback loop marks descriptors CLOEXEC: the soft RLIMIT_NOFILE, at least 1024,
+/// at most 65536.
+fn fd_scan_limit() -> RawFd {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    RawFd::try_from(soft.clamp(1024, 65536)).unwrap_or(65536)
+}
+
+/// Wait for a child that reported a failure (it `_exit`s right after reporting).
+fn reap(child: Pid) {
+    loop {
+        match waitpid(child, None) {
+            Err(Errno::EINTR) => {}
+            _ => return,
+        }
+    }
+}
+
+/// The forked child: set up and exec, or report the failed step and `_exit(127)`.
+///
+/// # Safety
+///
+/// Call only in a freshly forked child. Uses only async-signal-safe calls; never returns.
+unsafe fn run_child(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
+    // SAFETY: every call below is an async-signal-safe libc function, given valid pointers into
+    // `plan` (our copy of the parent's memory, unchanged since the fork) or into this frame.
+    unsafe { child_steps(plan, report_fd) }
+}
+
+/// The body of [`run_child`].
+///
+/// # Safety
+///
+/// As [`run_child`].
+#[allow(unsafe_op_in_unsafe_fn)]
+unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
+    let mut report_fd = report_fd;
+    if report_fd < FIRST_CLOSED_FD {
+        // Keep the report pipe out of the way of fds 3 and 4.
+        let moved = libc::fcntl(report_fd, libc::F_DUPFD_CLOEXEC, PARKING_FD);
+        if moved < 0 {
+            fail(report_fd, Stage::ReportPipe);
+        }
+        report_fd = moved;
+    }
+
+    // (a) fds 3 and 4: park copies above 9 first, so a source that already is 3 or 4 (or the
+    // other one's target) is neither clobbered nor left with CLOEXEC set by a no-op dup2.
+    let parked_status = park(plan.status_fd, report_fd, Stage::StatusFd);
+    let parked_listen = park(plan.listen_fd, report_fd, Stage::ListenFd);
+    place(parked_status, STATUS_FD, report_fd, Stage::StatusFd);
+    place(parked_listen, LISTEN_FD, report_fd, Stage::ListenFd);
+
+    // (b) every other descriptor closes at exec; the report pipe must stay open until then.
+    if libc::syscall(
+        libc::SYS_close_range,
+        FIRST_CLOSED_FD as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) != 0
+    {
+        for fd in FIRST_CLOSED_FD..plan.fd_scan_limit {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0
+                && flags & libc::FD_CLOEXEC == 0
+                && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) != 0
+            {
+                fail(report_fd, Stage::CloseOnExec);
+            }
+        }
+    }
+
+    // (c) RLIMIT_NOFILE.
+    if let Some(limit) = plan.nofile_limit {
+        let wanted = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if Errno::last_raw() != libc::EPERM
+                || libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) != 0
+            {
+                fail(report_fd, Stage::FileLimit);
+            }
+            let clamped = libc::rlimit {
+                rlim_cur: limit.min(current.rlim_max),
+                rlim_max: current.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &clamped) != 0 {
+                fail(report_fd, Stage::FileLimit);
+            }
+        }
+    }
+
+    // (d) default dispositions for every signal (SIGKILL and SIGSTOP cannot be changed). The
+    // mask is emptied last, just before exec, so nothing pending reaches a handler.
+    for signal in 1..=MAX_SIGNAL {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            reset_disposition(signal);
+        }
+    }
+
+    // (e) groups, gid, uid, in that order; then make sure root cannot come back. Raw syscalls:
+    // glibc's wrappers run a broadcast to "all threads" that has no business in this child.
+    if let Some(creds) = plan.credentials {
+        let unchanged = libc::geteuid() != 0
+            && libc::getuid() == creds.uid
+            && libc::geteuid() == creds.uid
+            && libc::getgid() == creds.gid
+            && libc::getegid() == creds.gid;
+        if !unchanged {
+            if libc::syscall(
+                libc::SYS_setgroups,
+                creds.groups.len(),
+                creds.groups.as_ptr(),
+            ) != 0
+            {
+                fail(report_fd, Stage::Groups);
+            }
+            if libc::syscall(libc::SYS_setgid, creds.gid) != 0 {
+                fail(report_fd, Stage::Gid);
+            }
+            if libc::syscall(libc::SYS_setuid, creds.uid) != 0 {
+                fail(report_fd, Stage::Uid);
+            }
+            if creds.uid != 0 && libc::syscall(libc::SYS_setuid, 0) == 0 {
+                fail_with(report_fd, Stage::RegainedRoot, libc::EPERM);
+            }
+        }
+    }
+
+    // (f) the death signal is cleared by the kernel on a uid change, so it comes after.
+    if plan.death_signal {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+            fail(report_fd, Stage::DeathSignal);
+        }
+        if libc::getppid() != plan.parent {
+            fail_with(report_fd, Stage::ParentGone, libc::ESRCH);
+        }
+    }
+
+    if let Some(dir) = plan.cwd {
+        if libc::chdir(dir.as_ptr()) != 0 {
+            fail(report_fd, Stage::Chdir);
+        }
+    }
+
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    if libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut()) != 0 {
+        fail(report_fd, Stage::SignalMask);
+    }
+
+    libc::execve(
+        plan.program.as_ptr(),
+        plan.argv.as_ptr(),
+        plan.envp.as_ptr(),
+    );
+    fail(report_fd, Stage::Exec)
+}
+
+/// The kernel's `struct sigaction` on architectures with the generic layout.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::c_ulong,
+    flags: libc::c_ulong,
+    restorer: libc::c_ulong,
+    mask: u64,
+}
+
+/// Set `signal` to SIG_DFL with the raw syscall: glibc's `sigaction` refuses its internal
+/// signals 32 and 33, yet a disposition of theirs (ignored, say) would survive exec.
+///
+/// # Safety
+///
+/// Only in the forked child (async-signal-safe).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+unsafe fn reset_disposition(signal: libc::c_int) {
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL as libc::c_ulong,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: rt_sigaction reads a valid kernel-layout struct from our frame; the old action is
+    // not requested; the last argument is the kernel's sigset size (8 bytes).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            &default as *const KernelSigaction,
+            ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        );
+    }
+}
+
+/// Set `signal` to SIG_DFL through libc (its internal signals stay as they are).
+///
+/// # Safety
+///
+/// Only in the forked child (async-signal-safe).
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+unsafe fn reset_disposition(signal: libc::c_int) {
+    // SAFETY: sigaction with a zeroed (SIG_DFL, empty mask) action from our frame.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        libc::sigaction(signal, &default, ptr::null_mut());
+    }
+}
+
+/// Copy `fd` (if any) to a CLOEXEC descriptor above 9.
+///
+/// # Safety
+///
+/// Only in the forked child (async-signal-safe calls only).
+unsafe fn park(fd: Option<RawFd>, report_fd: RawFd, stage: Stage) -> Option<RawFd> {
+    let fd = fd?;
+    // SAFETY: fcntl on an integer descriptor; a bad one just fails with EBADF.
+    let parked = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARKING_FD) };
+    if parked < 0 {
+        // SAFETY: still in the child.
+        unsafe { fail(report_fd, stage) }
+    }
+    Some(parked)
+}
+
+/// Put a parked descriptor on `target` (dup2 leaves the copy without CLOEXEC), or make sure
+/// `target` is closed when there is none.
+///
+/// # Safety
+///
+/// Only in the forked child (async-signal-safe calls only).
+unsafe fn place(parked: Option<RawFd>, target: RawFd, report_fd: RawFd, stage: Stage) {
+    match parked {
+        // SAFETY: dup2 onto a number we own in the child; the report pipe is above 4.
+        Some(fd) => {
+            if unsafe { libc::dup2(fd, target) } < 0 {
+                // SAFETY: still in the child.
+                unsafe { fail(report_fd, stage) }
+            }
+        }
+        // SAFETY: closing a number that may or may not be open; EBADF is fine.
+        None => unsafe {
+            libc::close(target);
+        },
+    }
+}
+
+/// Report the current errno for `stage` and `_exit`.
+///
+/// # Safety
+///
+/// Only in the forked child.
+unsafe fn fail(report_fd: RawFd, stage: Stage) -> ! {
+    // SAFETY: still in the child.
+    unsafe { fail_with(report_fd, stage, Errno::last_raw()) }
+}
+
+/// Report `errno` for `stage` to the parent in one 8-byte write and `_exit(127)`.
+///
+/// # Safety
+///
+/// Only in the forked child.
+unsafe fn fail_with(report_fd: RawFd, stage: Stage, errno: i32) -> ! {
+    let mut report = [0u8; 8];
+    let (stage_bytes, errno_bytes) = report.split_at_mut(4);
+    stage_bytes.copy_from_slice(&(stage as i32).to_ne_bytes());
+    errno_bytes.copy_from_slice(&errno.to_ne_bytes());
+    loop {
+        // SAFETY: writing 8 bytes from a live stack buffer; a pipe write this small is atomic.
+        let written = unsafe { libc::write(report_fd, report.as_ptr().cast(), report.len()) };
+        if written >= 0 || Errno::last_raw() != libc::EINTR {
+            break;
+        }
+    }
+    // SAFETY: leaving the child without running anything of the parent's (no atexit, no
+    // destructors, no stdio flush).
+    unsafe { libc::_exit(EXEC_FAILED_STATUS) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::{wait_for, TempDir};
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::WaitStatus;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn cstr(s: &str) -> CString {
+        CString::new(s).expect("no NUL")
+    }
+
+    /// A spec running `/bin/sh -c script sh out`, with a small fixed environment.
+    fn sh(script: &str, out: &Path) -> ExecSpec {
+        ExecSpec {
+            program: cstr("/bin/sh"),
+            argv: vec![
+                cstr("sh"),
+                cstr("-c"),
+                cstr(script),
+                cstr("sh"),
+                CString::new(out.as_os_str().as_bytes()).expect("no NUL"),
+            ],
+            env: vec![cstr("PATH=/usr/bin:/bin"), cstr("RM_TEST=yes")],
+            status_fd: None,
+            listen_fd: None,
+            nofile_limit: None,
+            credentials: None,
+            parent_death_signal: false,
+            cwd: None,
+        }
+    }
+
+    fn run(spec: &ExecSpec) -> WaitStatus {
+        let pid = spawn(spec).expect("spawn");
+        wait_for(pid, Duration::from_secs(10))
+    }
+
+    /// fd numbers listed by `ls /proc/$$/fd` (the shell's own table).
+    fn fd_numbers(listing: &str) -> Vec<i32> {
+        let mut fds: Vec<i32> = listing
+            .lines()
+            .filter(|line| line.contains(" -> "))
+            .filter_map(|line| {
+                let name = line.split(" -> ").next()?.split_whitespace().last()?;
+                name.parse().ok()
+            })
+            .collect();
+        fds.sort_unstable();
+        fds
+    }
+
+    fn link_of(fd: &impl AsFd) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+            .expect("readlink")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// `exec >file` redirects the shell itself without saving fd 1 elsewhere (a plain `cmd >file`
+    /// makes dash park the old stdout on fd 10 while it runs). The status lines are read with
+    /// builtins before anything is forked: dash blocks every signal around its vfork, so a
+    /// `grep` of the shell's status would catch that transient mask.
+    const FD_SCRIPT: &str = r#"exec >"$1"
+while read -r line; do case $line in Sig*|Uid*|Gid*|Groups*) echo "$line";; esac; done </proc/$$/status
+echo "env=$RM_TEST"
+ulimit -n
+ls -l /proc/$$/fd"#;
+
+    #[test]
+    fn child_gets_exactly_fds_0_to_4_a_clean_signal_state_and_its_env() {
+        let dir = TempDir::new("spawn-fds");
+        let out = dir.path().join("out");
+        let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        // A descriptor without CLOEXEC must not leak into the child.
+        let leaky: OwnedFd =
+            nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+                .map(|fd| {
+                    // SAFETY: open just returned this descriptor; nothing else owns it.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                })
+                .expect("open");
+        let mut spec = sh(FD_SCRIPT, &out);
+        spec.status_fd = Some(status_w.as_raw_fd());
+        spec.listen_fd = Some(listener.as_raw_fd());
+        spec.nofile_limit = Some(200);
+
+        // The child must start with an empty mask even though this thread blocks signals.
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGUSR2);
+        blocked.add(Signal::SIGHUP);
+        let mut old = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old))
+            .expect("sigmask");
+        let status = run(&spec);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
+            .expect("sigmask");
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+
+        let report = std::fs::read_to_string(&out).expect("child output");
+        assert_eq!(fd_numbers(&report), vec![0, 1, 2, 3, 4], "{report}");
+        let line = |fd: i32| {
+            report
+                .lines()
+                .find(|l| l.contains(&format!(" {fd} -> ")))
+                .map(|l| l.split(" -> ").nth(1).unwrap_or("").to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(line(3), link_of(&status_w), "{report}");
+        assert_eq!(line(4), link_of(&listener), "{report}");
+        assert!(report.contains("SigBlk:\t0000000000000000"), "{report}");
+        // Rust ignores SIGPIPE in this process; the child must not inherit that.
+        assert!(report.contains("SigIgn:\t0000000000000000"), "{report}");
+        assert!(report.contains("env=yes"), "{report}");
+        assert!(report.lines().any(|l| l == "200"), "{report}");
+        drop((status_r, leaky));
+    }
+
+    #[test]
+    fn sources_already_on_4_and_3_are_swapped_into_place() {
+        let dir = TempDir::new("spawn-swap");
+        let out = dir.path().join("out");
+        // In a single-threaded copy, so this test may own fds 3 and 4 of its process.
+        let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(10), || {
+            let Ok((r, w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
+                return false;
+            };
+            let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+                return false;
+            };
+            // Keep high copies (the originals may themselves be 3 or 4), then put the pipe on 4
+            // and the listener on 3, both CLOEXEC, as a master's own descriptors would be.
+            let high = |fd: RawFd| {
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(20)).map(|fd| {
+                    // SAFETY: fcntl just returned this new descriptor; we are its only owner.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                })
+            };
+            let (Ok(w), Ok(listener)) = (high(w.as_raw_fd()), high(listener.as_raw_fd())) else {
+                return false;
+            };
+            drop(r);
+            // SAFETY: dup3 onto 3 and 4, which this forked copy is free to take over.
+            let placed = unsafe {
+                libc::dup3(w.as_raw_fd(), 4, libc::O_CLOEXEC) == 4
+                    && libc::dup3(listener.as_raw_fd(), 3, libc::O_CLOEXEC) == 3
+            };
+            let mut spec = sh(FD_SCRIPT, &out);
+            spec.status_fd = Some(4);
+            spec.listen_fd = Some(3);
+            let Ok(pid) = spawn(&spec) else { return false };
+            let exited = matches!(
+                wait_for(pid, Duration::from_secs(10)),
+                WaitStatus::Exited(_, 0)
+            );
+            let report = std::fs::read_to_string(&out).unwrap_or_default();
+            let target = |fd: i32| {
+                report
+                    .lines()
+                    .find(|l| l.contains(&format!(" {fd} -> ")))
+                    .and_then(|l| l.split(" -> ").nth(1))
+                    .map(str::to_owned)
+            };
+            placed
+                && exited
+                && fd_numbers(&report) == vec![0, 1, 2, 3, 4]
+                && target(3) == Some(link_of(&w))
+                && target(4) == Some(link_of(&listener))
+        });
+        assert!(ok);
+    }
+
+    #[test]
+    fn the_child_gets_sigterm_when_the_master_dies() {
+        let dir = TempDir::new("spawn-pdeath");
+        let pid_path = dir.path().join("pid");
+        // A forked copy plays the master: it spawns a long sleep, notes its pid and exits.
+        let pid_path2 = pid_path.clone();
+        assert!(crate::sys::testutil::in_forked_child(
+            Duration::from_secs(10),
+            move || {
+                let spec = ExecSpec {
+                    program: cstr("/bin/sleep"),
+                    argv: vec![cstr("sleep"), cstr("30")],
+                    env: vec![],
+                    status_fd: None,
+                    listen_fd: None,
+                    nofile_limit: None,
+                    credentials: None,
+                    parent_death_signal: true,
+                    cwd: None,
+                };
+                match spawn(&spec) {
+                    Ok(pid) => std::fs::write(&pid_path2, pid.to_string()).is_ok(),
+                    Err(_) => false,
+                }
+            }
+        ));
+        let pid: i32 = std::fs::read_to_string(&pid_path)
+            .expect("pid")
+            .parse()
+            .expect("number");
+        // The orphan belongs to init (or a subreaper) now: watch /proc until it is dead.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(") ")
+                .next()
+                .is_some_and(|rest| rest.starts_with('Z') || rest.starts_with('X')),
+        };
+        while !dead() {
+            if std::time::Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                panic!("child {pid} outlived its master");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn fds_3_and_4_are_closed_when_not_given() {
+        let dir = TempDir::new("spawn-nofds");
+        let out = dir.path().join("out");
+        let status = run(&sh(FD_SCRIPT, &out));
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+        let report = std::fs::read_to_string(&out).expect("child output");
+        assert_eq!(fd_numbers(&report), vec![0, 1, 2], "{report}");
+    }
+
+    #[test]
+    fn exec_of_a_missing_program_is_enoent_in_the_parent() {
+        let mut spec = sh("true", Path::new("/dev/null"));
+        spec.program = cstr("/nonexistent/ringmaster-no-such-program");
+        let err = spawn(&spec).expect_err("must fail");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    }
+
+    #[test]
+    fn a_failing_setup_step_is_reported_with_its_name() {
+        let mut spec = sh("true", Path::new("/dev/null"));
+        spec.cwd = Some(cstr("/nonexistent/ringmaster-no-such-dir"));
+        let err = spawn(&spec).expect_err("must fail");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("chdir"), "{err}");
+    }
+
+    #[test]
+    fn relative_program_and_empty_argv_are_refused() {
+        let mut spec = sh("true", Path::new("/dev/null"));
+        spec.program = cstr("sh");
+        assert_eq!(
+            spawn(&spec).map_err(|e| e.kind()),
+            Err(io::ErrorKind::InvalidInput)
+        );
+        let mut spec = sh("true", Path::new("/dev/null"));
+        spec.argv.clear();
+        assert_eq!(
+            spawn(&spec).map_err(|e| e.kind()),
+            Err(io::ErrorKind::InvalidInput)
+        );
+    }
+
+    #[test]
+    fn credentials_are_applied_in_the_child() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: changing credentials needs root");
+            return;
+        }
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            eprintln!("skipped: no user nobody");
+            return;
+        };
+        let dir = TempDir::new("spawn-creds");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod");
+        let out = dir.path().join("out");
+        let mut spec = sh(FD_SCRIPT, &out);
+        spec.credentials = Some(Credentials {
+            uid: nobody.uid.as_raw(),
+            gid: nobody.gid.as_raw(),
+            groups: vec![nobody.gid.as_raw(), 4242],
+        });
+        spec.parent_death_signal = true;
+        spec.cwd = Some(cstr("/"));
+        let status = run(&spec);
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+        let report = std::fs::read_to_string(&out).expect("child output");
+        let uid = nobody.uid.as_raw();
+        let gid = nobody.gid.as_raw();
+        assert!(
+            report.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("Gid:\t{gid}\t{gid}\t{gid}\t{gid}")),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("Groups:\t{gid} 4242"))
+                || report.contains(&format!("Groups:\t4242 {gid}")),
+            "{report}"
+        );
+        assert!(report.contains("SigBlk:\t0000000000000000"), "{report}");
+    }
+
+    #[test]
+    fn an_unprivileged_identity_change_fails_in_the_parent() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to drop to nobody first");
+            return;
+        }
+        // As nobody, asking for root must fail with EPERM from setgroups.
+        let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(10), || {
+            if nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).is_err()
+                || nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).is_err()
+            {
+                return false;
+            }
+            let mut spec = sh("true", Path::new("/dev/null"));
+            spec.credentials = Some(Credentials {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+            });
+            match spawn(&spec) {
+                Err(e) => {
+                    e.kind() == io::ErrorKind::PermissionDenied
+                        && e.to_string().contains("setgroups")
+                }
+                Ok(_) => false,
+            }
+        });
+        assert!(ok);
+    }
+}

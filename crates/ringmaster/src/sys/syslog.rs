@@ -1,0 +1,212 @@
+//! A small syslog client for the master: RFC 3164 lines over the /dev/log datagram socket,
+//! never blocking (a message that does not fit is dropped and counted), reconnecting when the
+//! log daemon restarts. The logging module adapts it to `tracing`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::clock;
+
+/// The local syslog socket.
+pub const DEV_LOG: &str = "/dev/log";
+/// Facility LOG_DAEMON.
+const FACILITY_DAEMON: u8 = 3 << 3;
+/// Longest message body sent; longer ones are cut (at a character boundary).
+const MAX_MESSAGE: usize = 8000;
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Syslog severities (RFC 5424 numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// 0: the system is unusable.
+    Emergency = 0,
+    /// 1: act at once.
+    Alert = 1,
+    /// 2: critical conditions.
+    Critical = 2,
+    /// 3: errors.
+    Error = 3,
+    /// 4: warnings.
+    Warning = 4,
+    /// 5: normal but significant.
+    Notice = 5,
+    /// 6: informational.
+    Info = 6,
+    /// 7: debugging.
+    Debug = 7,
+}
+
+/// A connection to the local syslog daemon.
+#[derive(Debug)]
+pub struct Syslog {
+    socket: Option<Socket>,
+    path: PathBuf,
+    ident: String,
+    line: Vec<u8>,
+    dropped: u64,
+}
+
+impl Syslog {
+    /// Connect to /dev/log, logging as `ident` (e.g. "ringmaster" or Cyrus's "master").
+    /// None when there is no syslog daemon to talk to.
+    pub fn connect(ident: &str) -> Option<Syslog> {
+        Syslog::connect_to(Path::new(DEV_LOG), ident)
+    }
+
+    /// Connect to the datagram socket at `path`.
+    pub fn connect_to(path: &Path, ident: &str) -> Option<Syslog> {
+        let socket = open(path).ok()?;
+        Some(Syslog {
+            socket: Some(socket),
+            path: path.to_path_buf(),
+            ident: ident.to_owned(),
+            line: Vec::with_capacity(512),
+            dropped: 0,
+        })
+    }
+
+    /// Send one message, facility daemon, formatted
+    /// `<PRI>Mmm dd hh:mm:ss ident[pid]: message` (as glibc's syslog writes to /dev/log).
+    /// Never blocks: when the socket buffer is full the message is dropped (see
+    /// [`Syslog::dropped`]); when the daemon went away, reconnect once and retry.
+    pub fn send(&mut self, severity: Severity, message: &str) {
+        self.format(severity, message);
+        for attempt in 0..2 {
+            if self.socket.is_none() {
+                self.socket = open(&self.path).ok();
+            }
+            let Some(socket) = &self.socket else { break };
+            match socket.send(&self.line) {
+                Ok(_) => return,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR)) && attempt == 0 => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EMSGSIZE)
+                    ) =>
+                {
+                    break
+                }
+                Err(_) => self.socket = None, // the daemon restarted or vanished: reconnect
+            }
+        }
+        self.dropped += 1;
+    }
+
+    /// How many messages were dropped so far (full buffer, no daemon).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn format(&mut self, severity: Severity, message: &str) {
+        use std::io::Write;
+        self.line.clear();
+        let pri = FACILITY_DAEMON | severity as u8;
+        let _ = write!(self.line, "<{pri}>");
+        if let Ok(t) = clock::local_time(clock::unix_now()) {
+            let month = MONTHS
+                .get(usize::from(t.month.saturating_sub(1)))
+                .unwrap_or(&"Jan");
+            let _ = write!(
+                self.line,
+                "{month} {:>2} {:02}:{:02}:{:02} ",
+                t.day, t.hour, t.minute, t.second
+            );
+        }
+        let _ = write!(self.line, "{}[{}]: ", self.ident, std::process::id());
+        let mut end = message.len().min(MAX_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.line
+            .extend_from_slice(message.get(..end).unwrap_or_default().as_bytes());
+    }
+}
+
+/// A nonblocking, close-on-exec datagram socket connected to `path`.
+fn open(path: &Path) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::TempDir;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    fn receive(server: &UnixDatagram) -> String {
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 9000];
+        let n = server.recv(&mut buf).expect("recv");
+        String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+    }
+
+    #[test]
+    fn lines_are_rfc3164_with_daemon_facility() {
+        let dir = TempDir::new("syslog");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let mut log = Syslog::connect_to(&path, "ringmaster").expect("connect");
+        log.send(Severity::Error, "service imap: too many failures");
+        let line = receive(&server);
+        assert!(line.starts_with("<27>"), "{line}");
+        assert!(
+            line.ends_with(&format!(
+                " ringmaster[{}]: service imap: too many failures",
+                std::process::id()
+            )),
+            "{line}"
+        );
+        // "<27>Mmm dd hh:mm:ss " is 20 bytes.
+        assert_eq!(line.as_bytes().get(19), Some(&b' '), "{line}");
+        log.send(Severity::Debug, &"é".repeat(5000));
+        let long = receive(&server);
+        assert!(long.starts_with("<31>") && long.len() < MAX_MESSAGE + 100);
+    }
+
+    #[test]
+    fn a_full_socket_drops_instead_of_blocking() {
+        let dir = TempDir::new("syslog-full");
+        let path = dir.path().join("log");
+        let _server = UnixDatagram::bind(&path).expect("bind"); // never read
+        let mut log = Syslog::connect_to(&path, "ringmaster").expect("connect");
+        let start = Instant::now();
+        for _ in 0..5000 {
+            log.send(Severity::Info, "filler filler filler filler");
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(log.dropped() > 0);
+    }
+
+    #[test]
+    fn it_reconnects_after_the_daemon_restarts() {
+        let dir = TempDir::new("syslog-restart");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let mut log = Syslog::connect_to(&path, "ringmaster").expect("connect");
+        log.send(Severity::Info, "one");
+        assert!(receive(&server).ends_with("one"));
+        drop(server);
+        std::fs::remove_file(&path).expect("unlink");
+        let server = UnixDatagram::bind(&path).expect("rebind");
+        log.send(Severity::Info, "two");
+        assert!(receive(&server).ends_with("two"));
+        assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn no_daemon_means_none() {
+        assert!(Syslog::connect_to(Path::new("/nonexistent/ringmaster/log"), "x").is_none());
+    }
+}
