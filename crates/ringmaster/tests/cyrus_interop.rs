@@ -617,12 +617,14 @@ fn sighup_reload_reaches_new_sessions_and_drops_nothing() {
     old.ok("SELECT INBOX").expect("SELECT");
     let old_pid = cyrus.session_pid(ALICE.0);
 
-    // Clients connect in a loop all through the reload.
+    // Clients connect in loops, three at a time, all through the reload.
     let stop = Arc::new(AtomicBool::new(false));
-    let looper = {
-        let (port, stop) = (cyrus.imap, stop.clone());
-        thread::spawn(move || connection_loop(port, stop))
-    };
+    let loopers: Vec<_> = (0..3)
+        .map(|_| {
+            let (port, stop) = (cyrus.imap, stop.clone());
+            thread::spawn(move || connection_loop(port, stop))
+        })
+        .collect();
     thread::sleep(Duration::from_millis(300));
 
     cyrus.set_servername(AFTER);
@@ -656,7 +658,13 @@ fn sighup_reload_reaches_new_sessions_and_drops_nothing() {
         .expect("SELECT on the old session after the reload");
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
-    let report = looper.join().expect("connection loop");
+    let mut report = LoopReport::default();
+    for looper in loopers {
+        let one = looper.join().expect("connection loop");
+        report.ok_before += one.ok_before;
+        report.ok_after += one.ok_after;
+        report.failures.extend(one.failures);
+    }
 
     old.logout().expect("LOGOUT on the old session");
     drop(old);
