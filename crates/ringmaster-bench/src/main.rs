@@ -227,9 +227,12 @@ fn recycle_scenario(
                 break;
             }
             if start.elapsed() > LIMIT {
+                let first = now.iter().find(|p| old.contains(p)).copied();
                 failure = Some(format!(
-                    "not recycled after {LIMIT:?}: {stale} old workers left, {} new",
-                    now.len() - stale
+                    "not recycled after {LIMIT:?}: {stale} old workers left, {} new; \
+                     first left: {}",
+                    now.len() - stale,
+                    first.map(procfs::describe).unwrap_or_default()
                 ));
                 break;
             }

@@ -45,6 +45,7 @@ pub struct Master {
     child: Child,
     dir: PathBuf,
     worker: PathBuf,
+    program: PathBuf,
     log: PathBuf,
 }
 
@@ -140,6 +141,7 @@ impl Master {
             child,
             dir,
             worker: spec.worker.clone(),
+            program: program.to_path_buf(),
             log,
         };
         if let Err(e) = master.wait_ready(Duration::from_secs(5)) {
@@ -174,10 +176,18 @@ impl Master {
         let mut last = String::from("nothing tried");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let tail = self.log_tail();
+                let hint = if tail.is_empty() {
+                    " with no output; does it run services yet? (it is started as \
+                     `-D -M <cyrus.conf> -C <imapd.conf> -p <pidfile>`)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "{} exited before accepting ({status}){}",
+                    "{} {} exited before accepting on {} ({status}){hint}{tail}",
                     self.kind.label(),
-                    self.log_tail()
+                    self.program.display(),
+                    self.addr,
                 ));
             }
             match greet(self.addr, Duration::from_millis(500)) {

@@ -62,6 +62,24 @@ pub fn parse_status_kb(text: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// One line for a stuck process: pid, state, signal masks and where it sleeps.
+pub fn describe(pid: i32) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let fields: Vec<&str> = status
+        .lines()
+        .filter(|l| {
+            ["State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .collect();
+    let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    format!(
+        "pid {pid} {} wchan {wchan}",
+        fields.join(" ").replace('\t', " ")
+    )
+}
+
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: i32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;

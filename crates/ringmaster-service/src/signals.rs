@@ -109,6 +109,8 @@ impl Signals {
 
         let hangup = match on_hangup {
             OnHangup::Recycle => {
+                // An inherited SIG_IGN would survive exec; make the disposition ours.
+                install(Signal::SIGHUP, SigHandler::SigDfl, SaFlags::empty())?;
                 let mut set = SigSet::empty();
                 set.add(Signal::SIGHUP);
                 pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;

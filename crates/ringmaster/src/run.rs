@@ -18,6 +18,15 @@ const EXIT_OSERR: i32 = 71;
 /// Runs the master; returns the process exit status.
 pub fn run(args: RunArgs) -> i32 {
     let args = &args;
+    // First of all: signals are blocked and read from a signalfd from here on, so a signal
+    // during start-up is handled like any other, and nothing ever runs in a handler.
+    let signals = match sys::signals::SignalFd::install() {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("ringmaster: cannot set up signal handling: {err}");
+            return EXIT_OSERR;
+        }
+    };
     let target = match (&args.logfile, args.foreground) {
         (Some(path), _) => match logging::Target::file(path) {
             Ok(t) => t,
@@ -33,24 +42,16 @@ pub fn run(args: RunArgs) -> i32 {
         },
     };
     logging::init(target, args.verbose);
-    let code = run_logged(args);
+    let code = run_logged(args, signals);
     info!("exiting with status {code}");
     code
 }
 
-fn run_logged(args: &RunArgs) -> i32 {
+fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     if let Err(err) = sys::signals::assert_single_threaded() {
         error!("{err}");
         return EXIT_OSERR;
     }
-    // Signals are blocked and read from a signalfd from here on: nothing runs in a handler.
-    let signals = match sys::signals::SignalFd::install() {
-        Ok(s) => s,
-        Err(err) => {
-            error!("cannot set up signal handling: {err}");
-            return EXIT_OSERR;
-        }
-    };
     sys::clock::init_timezone();
 
     let sources = Sources {

@@ -131,7 +131,7 @@ impl Runtime {
                 match token >> KIND_SHIFT {
                     KIND_STATUS => self.read_status(token_pool(token)),
                     KIND_DAEMON => self.read_daemon_pipe(token),
-                    KIND_LISTENER => self.feed(Input::ListenerReadable(token_pool(token))),
+                    KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
                     _ => {}
                 }
@@ -151,6 +151,15 @@ impl Runtime {
         for action in actions {
             self.carry_out(action);
         }
+    }
+
+    fn listener_readable(&mut self, pool: PoolId) {
+        let waiting = self
+            .pools
+            .get(&pool)
+            .and_then(|io| sys::net::pending_connections(io.listener.fd.as_fd()))
+            .unwrap_or(1);
+        self.feed(Input::ListenerReadable { pool, waiting });
     }
 
     fn read_signals(&mut self) {

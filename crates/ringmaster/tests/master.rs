@@ -326,7 +326,7 @@ fn sigterm_at_random_moments_of_startup_leaves_nothing_behind() {
             .arg("2")
             .spawn();
         // Spread the signal over start-up: from before the first fork to after the prefork.
-        std::thread::sleep(Duration::from_micros((round * 7919) % 30_000));
+        std::thread::sleep(Duration::from_micros((round * 7919) % 20_000));
         m.signal(Signal::SIGTERM);
         let status = m.wait_exit(WAIT);
         assert!(

@@ -381,7 +381,7 @@ impl Supervisor {
         match input {
             Input::Boot => self.run_next_start_command(now, &mut out),
             Input::Tick => {}
-            Input::ListenerReadable(pool) => self.on_readable(pool, now, &mut out),
+            Input::ListenerReadable { pool, waiting } => self.on_readable(pool, waiting, now, &mut out),
             Input::Note { pool, note } => self.on_note(pool, note, now, &mut out),
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
@@ -602,10 +602,32 @@ impl Supervisor {
         }
     }
 
-    fn on_readable(&mut self, pool: PoolId, now: Now, out: &mut Vec<Action>) {
-        if self.wants_watch(pool, now.mono) {
+    /// Connections wait and no worker is ready: fork one per waiting connection (as far as
+    /// maxchild and maxforkrate allow), so that they start side by side rather than one
+    /// after the other.
+    fn on_readable(&mut self, pool: PoolId, waiting: u32, now: Now, out: &mut Vec<Action>) {
+        for _ in 0..waiting.max(1) {
+            if !self.wants_watch(pool, now.mono) && !self.may_fork_for_waiting(pool, now.mono) {
+                break;
+            }
             self.spawn_worker(pool, now, out);
         }
+    }
+
+    /// Room for one more worker for connections already waiting.
+    fn may_fork_for_waiting(&self, id: PoolId, now: Instant) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let (Some(pool), Some(service)) = (self.pools.get(&id), self.services.get(&id.service)) else {
+            return false;
+        };
+        if service.retiring || pool.throttled_until.is_some() {
+            return false;
+        }
+        let (active, _) = self.pool_counts(id);
+        active + pool.in_flight < service.limits.maxchild
+            && self.fork_allowed_at(id).is_none_or(|t| t <= now)
     }
 
     fn on_note(
@@ -712,6 +734,14 @@ impl Supervisor {
                         signal: SIGHUP,
                         core: false,
                     });
+        // A removed service's listener is shut down under its idle workers, which may then
+        // fail their accept() before they see our SIGHUP: that too is a recycle.
+        let retired = w.hup_at.is_some()
+            && self
+                .services
+                .get(&w.pool.service)
+                .is_none_or(|s| s.retiring);
+        let recycled = recycled || retired;
         let stopped = w.term_at.is_some() || matches!(self.phase, Phase::Stopping { .. });
         if !status.is_clean() && !recycled {
             if !stopped {

@@ -216,7 +216,7 @@ fn on_demand_spawn_watches_only_when_needed() {
     let mut h = Harness::booted(config(vec![service("pop3", 110, 0, Some(2))]));
     assert!(h.workers_of("pop3").is_empty());
     let pool = *h.watching.iter().next().expect("listener watched");
-    h.feed(Input::ListenerReadable(pool));
+    h.feed(Input::ListenerReadable { pool, waiting: 1 });
     let first = h.workers_of("pop3");
     assert_eq!(first.len(), 1);
     assert!(
@@ -225,12 +225,12 @@ fn on_demand_spawn_watches_only_when_needed() {
     );
     h.note(first[0], Message::Connection);
     assert!(h.watching.contains(&pool));
-    h.feed(Input::ListenerReadable(pool));
+    h.feed(Input::ListenerReadable { pool, waiting: 1 });
     let both = h.workers_of("pop3");
     assert_eq!(both.len(), 2);
     h.note(both[1], Message::Connection);
     assert!(!h.watching.contains(&pool), "at maxchild: no watch");
-    h.feed(Input::ListenerReadable(pool));
+    h.feed(Input::ListenerReadable { pool, waiting: 1 });
     assert_eq!(h.workers_of("pop3").len(), 2, "never above maxchild");
 }
 
@@ -615,7 +615,7 @@ proptest! {
                 }
                 Step::Readable => {
                     if let Some(pool) = h.watching.iter().next().copied() {
-                        h.feed(Input::ListenerReadable(pool));
+                        h.feed(Input::ListenerReadable { pool, waiting: 1 + (h.next_pid as u32 % 4) });
                     }
                 }
                 Step::Reload => h.feed(Input::ReloadRequested),

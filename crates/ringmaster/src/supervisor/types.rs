@@ -98,8 +98,9 @@ pub enum Input {
     Boot,
     /// A deadline passed (or we just woke up): check timers.
     Tick,
-    /// A watched listener has a pending connection or datagram.
-    ListenerReadable(PoolId),
+    /// A watched listener has pending connections (`waiting` of them, when the kernel says;
+    /// 1 when it cannot tell) or a datagram.
+    ListenerReadable { pool: PoolId, waiting: u32 },
     /// A status note arrived on a pool's pipe.
     Note { pool: PoolId, note: RawNote },
     /// A child was reaped.

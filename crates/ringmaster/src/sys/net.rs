@@ -608,3 +608,55 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
     }
 }
+
+/// How many connections wait in a listening TCP socket's accept queue (Linux reports it as
+/// `tcpi_unacked` of TCP_INFO for a listener). None for anything else: a unix or UDP socket,
+/// or a kernel that does not say.
+pub fn pending_connections(fd: BorrowedFd<'_>) -> Option<u32> {
+    const TCP_LISTEN: u8 = 10;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call; the kernel
+    // writes at most `len` bytes and updates `len`; the fd is borrowed, so it stays open.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || (len as usize) < std::mem::size_of::<libc::tcp_info>() / 2 {
+        return None;
+    }
+    // SAFETY: zero-initialised, then (partly) filled by the kernel: every bit pattern is a
+    // valid tcp_info (plain integers).
+    let info = unsafe { info.assume_init() };
+    (info.tcpi_state == TCP_LISTEN).then_some(info.tcpi_unacked)
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_accept_queue() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(pending_connections(listener.as_fd()), Some(0));
+        let _a = std::net::TcpStream::connect(addr).unwrap();
+        let _b = std::net::TcpStream::connect(addr).unwrap();
+        let mut seen = None;
+        for _ in 0..200 {
+            seen = pending_connections(listener.as_fd());
+            if seen == Some(2) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(seen, Some(2));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(pending_connections(udp.as_fd()), None);
+    }
+}

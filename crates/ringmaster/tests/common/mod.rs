@@ -171,6 +171,7 @@ pub struct Start<'a> {
     pub args: Vec<String>,
     pub imapd_extra: &'a str,
     pub pidfile: Option<PathBuf>,
+    pub envs: Vec<(String, String)>,
 }
 
 impl<'a> Start<'a> {
@@ -181,7 +182,14 @@ impl<'a> Start<'a> {
             args: vec![],
             imapd_extra: "",
             pidfile: None,
+            envs: vec![],
         }
+    }
+
+    /// Set an environment variable for the master.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Use this pidfile instead of one in the test dir.
@@ -225,6 +233,7 @@ impl<'a> Start<'a> {
             .arg(&ready)
             .arg("-v")
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logfile);
@@ -261,6 +270,24 @@ impl Master {
             ok && ready.exists(),
             "master not ready; log:\n{}",
             self.log_text()
+        );
+    }
+
+    /// Waits until the master blocks SIGHUP and SIGTERM (it reads them from a signalfd from
+    /// then on): the earliest moment a signal is handled rather than fatal.
+    pub fn wait_signals_blocked(&mut self) {
+        let pid = self.pid;
+        let blocked = || {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << 0) != 0 && mask & (1 << 14) != 0)
+        };
+        assert!(
+            wait_until(WAIT, blocked),
+            "master never blocked its signals"
         );
     }
 
