@@ -423,3 +423,57 @@ pub fn banner_pid(banner: &str) -> i32 {
 pub fn read_to_string(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Starts `program`, any master taking Cyrus master's flags (ringmaster, or Cyrus's own for
+/// comparison), in the foreground on the cyrus.conf and imapd.conf already written in `dir`:
+/// `-D -M <dir>/cyrus.conf -C <dir>/imapd.conf -p <dir>/master.pid`, then `extra`. stderr goes
+/// to `<dir>/master.log`. The master gets a process group of its own, since Cyrus's master
+/// signals its whole group when it stops. Does not wait for it to be ready.
+pub fn spawn_master_program(program: &str, dir: &TestDir, extra: &[&str]) -> Master {
+    use std::os::unix::process::CommandExt;
+    let conf = dir.path("cyrus.conf");
+    let imapd = dir.path("imapd.conf");
+    let pidfile = dir.path("master.pid");
+    let log = dir.path("master.log");
+    let logfile = fs::File::create(&log).expect("log file");
+    let child = Command::new(program)
+        .arg("-D")
+        .arg("-M")
+        .arg(&conf)
+        .arg("-C")
+        .arg(&imapd)
+        .arg("-p")
+        .arg(&pidfile)
+        .args(extra)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logfile)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let pid = child.id() as i32;
+    Master {
+        child: Some(child),
+        pid,
+        conf,
+        imapd,
+        pidfile,
+        ready: dir.path("master.ready"),
+        log,
+        seen: BTreeSet::new(),
+    }
+}
+
+/// Real uid of a process, from /proc.
+pub fn uid_of(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// argv[0] of a process, from /proc.
+pub fn argv0_of(pid: i32) -> Option<String> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let first = cmdline.split(|&b| b == 0).next()?;
+    Some(String::from_utf8_lossy(first).into_owned())
+}
