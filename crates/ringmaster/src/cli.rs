@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Log to this file instead of syslog or stderr.
     #[arg(short = 'L', value_name = "LOGFILE")]
     pub logfile: Option<PathBuf>,
+    /// Accepted for compatibility with Cyrus's master (its janitor rate); ringmaster reaps
+    /// children the moment they exit, so there is nothing to tune.
+    #[arg(short = 'j', value_name = "RATE")]
+    pub janitor: Option<u32>,
     /// Verbose logging (repeat for more).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,

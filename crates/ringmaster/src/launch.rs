@@ -170,6 +170,7 @@ impl Launcher {
             .unwrap_or_else(|| Path::new(configdir).join("proc"));
         let candidates = [
             proc_dir.join(pid.to_string()),
+            proc_dir.join(format!("{pid}.new")),
             proc_dir.join(format!(".{pid}.new")),
             Path::new(configdir)
                 .join("socket")

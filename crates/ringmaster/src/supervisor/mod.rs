@@ -384,7 +384,9 @@ impl Supervisor {
         match input {
             Input::Boot => self.run_next_start_command(now, &mut out),
             Input::Tick => {}
-            Input::ListenerReadable { pool, waiting } => self.on_readable(pool, waiting, now, &mut out),
+            Input::ListenerReadable { pool, waiting } => {
+                self.on_readable(pool, waiting, now, &mut out)
+            }
             Input::Note { pool, note } => self.on_note(pool, note, now, &mut out),
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
@@ -622,7 +624,8 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return false;
         }
-        let (Some(pool), Some(service)) = (self.pools.get(&id), self.services.get(&id.service)) else {
+        let (Some(pool), Some(service)) = (self.pools.get(&id), self.services.get(&id.service))
+        else {
             return false;
         };
         if service.retiring || pool.throttled_until.is_some() {
@@ -993,7 +996,7 @@ impl Supervisor {
             }
         }
         for key in releases {
-            self.release_service(key, out);
+            self.release_service(key, true, out);
         }
 
         // EVENTS: unchanged entries keep their schedule; new or changed ones start afresh.
@@ -1087,7 +1090,7 @@ impl Supervisor {
         }
     }
 
-    fn release_service(&mut self, key: ServiceKey, out: &mut Vec<Action>) {
+    fn release_service(&mut self, key: ServiceKey, refuse: bool, out: &mut Vec<Action>) {
         let pools: Vec<PoolId> = self
             .pools
             .keys()
@@ -1105,7 +1108,10 @@ impl Supervisor {
                 }
             }
         }
-        out.push(Action::Release { service: key });
+        out.push(Action::Release {
+            service: key,
+            refuse,
+        });
     }
 
     // ----- stopping -------------------------------------------------------------------
@@ -1122,7 +1128,7 @@ impl Supervisor {
                 self.phase = Phase::Draining {
                     until: now.mono + self.settings.drain_timeout,
                 };
-                self.release_all(out);
+                self.release_all(true, out);
                 let pids: Vec<Pid> = self.workers.keys().copied().collect();
                 for pid in pids {
                     self.send_hup(pid, now, out);
@@ -1146,7 +1152,6 @@ impl Supervisor {
             since: now.mono,
             killed: false,
         };
-        self.release_all(out);
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
             if let Some(w) = self.workers.get_mut(&pid) {
@@ -1159,6 +1164,9 @@ impl Supervisor {
                 }
             }
         }
+        // Told to exit, the workers close the sockets themselves: shutting them down under
+        // their feet would only make idle Cyrus workers log a failed accept().
+        self.release_all(false, out);
         self.term_non_workers(now, out);
         self.exit_if_empty(out);
     }
@@ -1202,7 +1210,7 @@ impl Supervisor {
         }
     }
 
-    fn release_all(&mut self, out: &mut Vec<Action>) {
+    fn release_all(&mut self, refuse: bool, out: &mut Vec<Action>) {
         let keys: Vec<ServiceKey> = self
             .services
             .iter()
@@ -1213,7 +1221,7 @@ impl Supervisor {
             if let Some(s) = self.services.get_mut(&key) {
                 s.retiring = true;
             }
-            self.release_service(key, out);
+            self.release_service(key, refuse, out);
         }
     }
 
@@ -1322,7 +1330,10 @@ impl Supervisor {
                 self.reload.recheck_at = None;
                 out.push(Action::LoadConfig);
             } else {
-                let limit = self.reload.applied_at.map_or(now.mono, |t| t + SETTLE_LIMIT);
+                let limit = self
+                    .reload
+                    .applied_at
+                    .map_or(now.mono, |t| t + SETTLE_LIMIT);
                 self.reload.recheck_at = Some(limit.min(now.mono + SETTLE_RECHECK));
             }
         }

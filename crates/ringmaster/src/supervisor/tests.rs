@@ -131,7 +131,7 @@ impl Harness {
             Action::Resume { pool } => {
                 self.paused.remove(&pool);
             }
-            Action::Release { service } => self.released.push(service),
+            Action::Release { service, .. } => self.released.push(service),
             Action::CleanupAfterCrash { .. } => {}
             Action::LoadConfig => {
                 self.loads += 1;

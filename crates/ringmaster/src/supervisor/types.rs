@@ -160,10 +160,13 @@ pub enum Action {
     Resume {
         pool: PoolId,
     },
-    /// The service is gone: stop listening (refuse new connections), close its sockets once
-    /// no kept service shares them, and close its pipes.
+    /// The service is gone: close its sockets once no kept service shares them, and its
+    /// pipes. `refuse`: stop listening at once (new connections are refused even while
+    /// busy workers still hold the socket); without it, the socket closes with its last
+    /// holder (a fast stop, whose workers are all told to exit).
     Release {
         service: ServiceKey,
+        refuse: bool,
     },
     /// Remove the per-process files a crashed Cyrus worker leaves (proc file, idle socket).
     CleanupAfterCrash {
