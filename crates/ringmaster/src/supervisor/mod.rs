@@ -980,6 +980,11 @@ impl Supervisor {
                 .map(|(pid, _)| *pid)
                 .collect();
             pids.sort_unstable();
+            // Each new ready worker retires one kept old one: keep no more than will come.
+            let mut may_hold = self
+                .services
+                .get(&id.service)
+                .map_or(0, |s| s.limits.prefork.min(s.limits.maxchild));
             for pid in pids {
                 let Some(w) = self.workers.get_mut(&pid) else {
                     continue;
@@ -987,8 +992,9 @@ impl Supervisor {
                 if w.hup_at.is_some() {
                     continue;
                 }
-                if !retiring && announces && w.state == WorkerState::Ready {
+                if !retiring && announces && w.state == WorkerState::Ready && may_hold > 0 {
                     // Keep serving until a new worker says it is ready.
+                    may_hold -= 1;
                     w.held_until = Some(now.mono + HOLD_LIMIT);
                 } else {
                     self.send_hup(pid, now, out);

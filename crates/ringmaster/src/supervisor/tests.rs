@@ -330,6 +330,51 @@ fn announcing_pools_keep_old_workers_until_replacements_are_ready() {
 }
 
 #[test]
+fn no_more_old_workers_are_kept_than_replacements_come() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let first = h.workers_of("imap");
+    for &w in &first {
+        h.note(w, Message::Available);
+    }
+    // A client came and went: a third worker was forked and is ready too.
+    h.note(first[0], Message::Connection);
+    h.note(first[0], Message::Available);
+    let old = h.workers_of("imap");
+    assert_eq!(old.len(), 3);
+    for &w in &old {
+        h.note(w, Message::Available);
+    }
+    h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
+    h.feed(Input::ReloadRequested);
+    let hupped: Vec<Pid> = old
+        .iter()
+        .copied()
+        .filter(|p| !h.signals_to(*p).is_empty())
+        .collect();
+    assert_eq!(
+        hupped.len(),
+        1,
+        "two kept for the two replacements, the third retired now"
+    );
+    let new: Vec<Pid> = h
+        .workers_of("imap")
+        .into_iter()
+        .filter(|p| !old.contains(p))
+        .collect();
+    assert_eq!(new.len(), 2);
+    for w in new {
+        h.note(w, Message::Available);
+    }
+    for &w in &old {
+        assert_eq!(
+            h.signals_to(w),
+            vec![Sig::Hup],
+            "every old worker retired at once"
+        );
+    }
+}
+
+#[test]
 fn reload_storm_is_coalesced() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
     h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
