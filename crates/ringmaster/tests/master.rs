@@ -380,3 +380,62 @@ fn sigterm_twice_and_under_client_load() {
     );
     m.child = None;
 }
+
+#[test]
+fn daemonize_returns_once_ready_and_the_daemon_stops_cleanly() {
+    let dir = TestDir::new("daemonize");
+    let port = free_port();
+    std::fs::write(
+        dir.path("cyrus.conf"),
+        service_conf("echo", port, "prefork=1"),
+    )
+    .unwrap();
+    std::fs::write(dir.path("imapd.conf"), "").unwrap();
+    let pidfile = dir.path("master.pid");
+    let ready = dir.path("master.ready");
+    let mut cmd = std::process::Command::new(MASTER);
+    cmd.arg("-d")
+        .arg("-M")
+        .arg(dir.path("cyrus.conf"))
+        .arg("-C")
+        .arg(dir.path("imapd.conf"))
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("-r")
+        .arg(&ready)
+        .arg("-L")
+        .arg(dir.path("master.log"));
+    if is_root() {
+        cmd.arg("-u").arg("nobody");
+    }
+    let status = cmd.status().expect("run ringmaster -d");
+    assert!(status.success());
+    // The parent returns only once the daemon is ready.
+    assert!(
+        ready.exists(),
+        "{}",
+        read_to_string(&dir.path("master.log"))
+    );
+    let daemon: i32 = read_to_string(&pidfile)
+        .trim()
+        .parse()
+        .expect("pid in pidfile");
+    assert_ne!(
+        ppid_of(daemon),
+        Some(std::process::id() as i32),
+        "detached from us"
+    );
+    let (_s, banner) = connect(port);
+    assert!(banner.starts_with("* OK"));
+    let workers = children_of(daemon);
+    kill(daemon, Signal::SIGTERM);
+    assert!(
+        wait_until(WAIT, || matches!(state_of(daemon), None | Some('Z'))),
+        "daemon stopped"
+    );
+    assert!(!pidfile.exists() && !ready.exists());
+    for pid in workers {
+        assert!(wait_until(WAIT, || state_of(pid).is_none()
+            || state_of(pid) == Some('Z')));
+    }
+}

@@ -135,7 +135,7 @@ pub struct ServiceEntry {
     pub maxforkrate: u32,
     /// Keep at least one worker alive at all times (`babysit=`).
     pub babysit: bool,
-    /// RLIMIT_NOFILE for workers (`maxfds=`, default 256); 0 leaves the inherited limit
+    /// RLIMIT_NOFILE for workers (`maxfds=`); 0, the default, leaves the inherited limit
     /// (as Cyrus does).
     pub maxfds: u64,
     pub run_as: RunAs,

@@ -13,8 +13,9 @@ use super::parser::{RawConfig, RawEntry, Section};
 use super::services_db::Transport;
 use super::ParseEnv;
 
-/// Default `maxfds=` of a service.
-pub const DEFAULT_MAXFDS: u64 = 256;
+/// Default `maxfds=` of a service: 0, the inherited limit is left alone. That is what
+/// Cyrus's master.c does (its documentation says 256, its code reads a default of 0).
+pub const DEFAULT_MAXFDS: u64 = 0;
 /// Cyrus's "reasonable safety" fork rate for a babysat service that sets none.
 pub const BABYSIT_MAXFORKRATE: u32 = 10;
 
