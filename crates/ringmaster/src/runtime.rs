@@ -306,7 +306,8 @@ impl Runtime {
                 name,
                 listen,
                 proto,
-            } => self.bind(service, &name, listen, proto),
+                take_over,
+            } => self.bind(service, &name, listen, proto, &take_over),
             Action::Spawn(request) => {
                 let role = request.role.clone();
                 let outcome = self.spawn(&request);
@@ -371,12 +372,20 @@ impl Runtime {
         }
     }
 
-    fn bind(&mut self, service: ServiceKey, name: &str, listen: Listen, proto: Proto) {
-        // A socket already open for the same address (a renamed service, a reload that
-        // re-adds one) is shared rather than bound again: nothing is ever refused.
+    fn bind(
+        &mut self,
+        service: ServiceKey,
+        name: &str,
+        listen: Listen,
+        proto: Proto,
+        take_over: &[ServiceKey],
+    ) {
+        // A socket a retiring service has open for the same address (a renamed service) is
+        // handed over rather than bound again: nothing is ever refused.
         let mut shared: Vec<Rc<Listener>> = Vec::new();
-        for io in self.pools.values() {
-            if io.listener.listen == listen
+        for (id, io) in &self.pools {
+            if take_over.contains(&id.service)
+                && io.listener.listen == listen
                 && io.listener.proto == proto
                 && !shared.iter().any(|l| Rc::ptr_eq(l, &io.listener))
             {

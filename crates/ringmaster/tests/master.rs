@@ -439,3 +439,69 @@ fn daemonize_returns_once_ready_and_the_daemon_stops_cleanly() {
             || state_of(pid) == Some('Z')));
     }
 }
+
+#[test]
+fn two_services_on_one_port_the_first_wins_and_the_master_runs_on() {
+    let dir = TestDir::new("dupport");
+    let port = free_port();
+    let conf = format!(
+        "SERVICES {{\n  first cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n  second cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n}}\n"
+    );
+    let m = Start::new(&dir, &conf).start();
+    assert!(
+        m.log_text()
+            .contains("unable to create second listener socket"),
+        "{}",
+        m.log_text()
+    );
+    for _ in 0..3 {
+        let (_s, banner) = connect(port);
+        assert!(banner.contains("first"), "{banner}");
+    }
+}
+
+#[test]
+fn a_symlinked_pidfile_is_refused() {
+    let dir = TestDir::new("pidsymlink");
+    let target = dir.path("elsewhere");
+    std::fs::write(&target, "").unwrap();
+    let link = dir.path("master.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut m = Start::new(&dir, &service_conf("echo", free_port(), "")).spawn();
+    let status = m.wait_exit(WAIT).expect("master exits");
+    assert_eq!(status.code(), Some(71));
+    assert!(m.log_text().contains("symlink"), "{}", m.log_text());
+    assert_eq!(
+        read_to_string(&target),
+        "",
+        "nothing written through the link"
+    );
+    m.child = None;
+}
+
+#[test]
+fn every_worker_is_reaped_at_once() {
+    // Cassandane's reap_rate: a hundred one-connection workers, none left a zombie.
+    let dir = TestDir::new("reap");
+    let port = free_port();
+    let mut m = Start::new(
+        &dir,
+        &&format!("SERVICES {{\n  echo cmd=\"{WORKER} -U 1\" listen=\"127.0.0.1:{port}\"\n}}\n"),
+    )
+    .start();
+    for _ in 0..100 {
+        let (mut s, _) = connect(port);
+        let _ = ask(&mut s, "QUIT");
+    }
+    let master = m.pid;
+    let zombies = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter(|p| ppid_of(*p) == Some(master) && state_of(*p) == Some('Z'))
+            .count()
+    };
+    assert!(wait_until(WAIT, || zombies() == 0 && m.children().len() <= 1));
+}

@@ -268,3 +268,26 @@ fn sighup_during_startup_and_sigterm_during_reload_are_safe() {
     assert_eq!(status.code(), Some(0));
     m.child = None;
 }
+
+#[test]
+fn a_renamed_service_takes_over_the_socket_without_refusing() {
+    let dir = TestDir::new("rename");
+    let port = free_port();
+    let mut m = Start::new(&dir, &conf_one("old", port, "", "prefork=2")).start();
+    m.wait_children(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let load = client_load(port, stop.clone(), ok.clone(), failed.clone());
+    m.rewrite_conf(&conf_one("renamed", port, "", "prefork=2"));
+    m.signal(Signal::SIGHUP);
+    let mut banner = String::new();
+    assert!(wait_until(WAIT, || {
+        banner = connect(port).1;
+        banner.contains("renamed")
+    }));
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{}", m.log_text());
+    assert!(ok.load(Ordering::Relaxed) > 0);
+}

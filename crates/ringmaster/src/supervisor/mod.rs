@@ -466,7 +466,7 @@ impl Supervisor {
         }
         self.phase = Phase::Running;
         for spec in self.config.services.clone() {
-            self.add_service(spec, out);
+            self.add_service(spec, Vec::new(), out);
         }
         self.events = self
             .config
@@ -479,7 +479,12 @@ impl Supervisor {
         out.push(Action::Ready);
     }
 
-    fn add_service(&mut self, spec: ServiceEntry, out: &mut Vec<Action>) {
+    fn add_service(
+        &mut self,
+        spec: ServiceEntry,
+        take_over: Vec<ServiceKey>,
+        out: &mut Vec<Action>,
+    ) {
         let key = ServiceKey(self.next_service_key);
         self.next_service_key += 1;
         out.push(Action::Bind {
@@ -487,6 +492,7 @@ impl Supervisor {
             name: spec.name.clone(),
             listen: spec.listen.clone(),
             proto: spec.proto,
+            take_over,
         });
         self.services.insert(
             key,
@@ -916,7 +922,7 @@ impl Supervisor {
 
         // Services: same (name, listen, proto) keeps its sockets; everything else binds anew.
         let mut kept = Vec::new();
-        let mut releases = Vec::new();
+        let mut added = Vec::new();
         for spec in &new.services {
             let same = self.services.iter().find(|(_, s)| {
                 !s.retiring
@@ -932,28 +938,24 @@ impl Supervisor {
                     }
                     kept.push(key);
                 }
-                None => {
-                    info!("reload: new service {} on {}", spec.name, spec.listen);
-                    self.add_service(spec.clone(), out);
-                }
+                None => added.push(spec.clone()),
             }
         }
-        let retiring: Vec<ServiceKey> = self
+        let releases: Vec<ServiceKey> = self
             .services
             .iter()
-            .filter(|(k, s)| !s.retiring && !kept.contains(k) && s.bound)
+            .filter(|(k, s)| !s.retiring && !kept.contains(k))
             .map(|(k, _)| *k)
-            .filter(|k| {
-                !out.iter()
-                    .any(|a| matches!(a, Action::Bind { service, .. } if service == k))
-            })
             .collect();
-        for key in retiring {
-            if let Some(s) = self.services.get_mut(&key) {
+        for spec in added {
+            info!("reload: new service {} on {}", spec.name, spec.listen);
+            self.add_service(spec, releases.clone(), out);
+        }
+        for key in &releases {
+            if let Some(s) = self.services.get_mut(key) {
                 info!("reload: service {} on {} stops", s.spec.name, s.spec.listen);
                 s.retiring = true;
             }
-            releases.push(key);
         }
 
         // Every kept pool moves to a new generation; every older worker is recycled.

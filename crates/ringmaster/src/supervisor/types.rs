@@ -135,11 +135,15 @@ pub enum Input {
 pub enum Action {
     /// Bind a service's listeners and make a status pipe per socket; answer with
     /// [`Input::Bound`] or [`Input::BindFailed`].
+    /// A socket of a service in `take_over` (being retired by this same reload) that is
+    /// bound to the same address is handed over instead of bound again, so that moving a
+    /// socket between entries refuses nothing. Any other clash is a bind error, as in Cyrus.
     Bind {
         service: ServiceKey,
         name: String,
         listen: Listen,
         proto: Proto,
+        take_over: Vec<ServiceKey>,
     },
     /// Start a process; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
     Spawn(SpawnRequest),
