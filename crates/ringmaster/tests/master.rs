@@ -486,7 +486,7 @@ fn every_worker_is_reaped_at_once() {
     let port = free_port();
     let mut m = Start::new(
         &dir,
-        &&format!("SERVICES {{\n  echo cmd=\"{WORKER} -U 1\" listen=\"127.0.0.1:{port}\"\n}}\n"),
+        &format!("SERVICES {{\n  echo cmd=\"{WORKER} -U 1\" listen=\"127.0.0.1:{port}\"\n}}\n"),
     )
     .start();
     for _ in 0..100 {

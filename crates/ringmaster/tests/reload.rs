@@ -84,6 +84,10 @@ fn a_worker_ignoring_sighup_is_terminated_after_the_drain() {
         .start();
     let old = m.wait_children(1);
     let pid = *old.iter().next().unwrap();
+    // Once it has served a client it is surely up (and ignoring SIGHUP).
+    let (stream, banner) = connect(port);
+    assert_eq!(banner_pid(&banner), pid);
+    drop(stream);
     m.signal(Signal::SIGHUP);
     assert!(
         wait_until(WAIT, || !m.children().contains(&pid)),
