@@ -295,3 +295,36 @@ fn a_renamed_service_takes_over_the_socket_without_refusing() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{}", m.log_text());
     assert!(ok.load(Ordering::Relaxed) > 0);
 }
+
+#[test]
+fn daemons_are_recycled_and_events_replaced_on_reload() {
+    let dir = TestDir::new("daemonreload");
+    let log = dir.path("events.log");
+    let conf = |tag: &str| {
+        format!(
+            "DAEMON {{\n  keeper cmd=\"{WORKER} --daemon-ready\"\n}}\nEVENTS {{\n  {tag} cmd=\"{WORKER} --touch {} --exit --banner {tag}\" period=60\n}}\n",
+            log.display()
+        )
+    };
+    let mut m = Start::new(&dir, &conf("first")).start();
+    let before = m.wait_children(1);
+    assert!(wait_until(WAIT, || read_to_string(&log).lines().count() == 1));
+    m.rewrite_conf(&conf("second"));
+    m.signal(Signal::SIGHUP);
+    let mut now = before.clone();
+    assert!(
+        wait_until(WAIT, || {
+            now = m.children();
+            now.len() == 1 && now.is_disjoint(&before)
+        }),
+        "daemon restarted on the new configuration: {before:?} -> {now:?}\n{}",
+        m.log_text()
+    );
+    // The new event runs at once (a new periodic event starts with a run).
+    assert!(wait_until(WAIT, || read_to_string(&log).lines().count() == 2));
+    assert!(read_to_string(&log)
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .contains("second"));
+}
