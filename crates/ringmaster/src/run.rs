@@ -175,16 +175,5 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
 }
 
 fn local_clock(unix: i64) -> LocalTime {
-    let Ok(t) = sys::clock::local_time(unix) else {
-        return crate::supervisor::schedule::utc(unix);
-    };
-    LocalTime {
-        year: t.year,
-        month: t.month,
-        day: t.day,
-        hour: t.hour,
-        minute: t.minute,
-        second: t.second,
-        weekday: t.weekday,
-    }
+    sys::clock::local_time(unix).unwrap_or_else(|_| crate::supervisor::schedule::utc(unix))
 }

@@ -1408,20 +1408,8 @@ impl Supervisor {
     /// Watch the listener only while a connection would need a new worker and one may be
     /// forked now; level-triggered epoll would spin otherwise.
     fn wants_watch(&self, id: PoolId, now: Instant) -> bool {
-        if self.phase != Phase::Running {
-            return false;
-        }
-        let (Some(pool), Some(service)) = (self.pools.get(&id), self.services.get(&id.service))
-        else {
-            return false;
-        };
-        if service.retiring || pool.throttled_until.is_some() {
-            return false;
-        }
-        let (active, ready) = self.pool_counts(id);
-        ready + pool.in_flight == 0
-            && active + pool.in_flight < service.limits.maxchild
-            && self.fork_allowed_at(id).is_none_or(|t| t <= now)
+        let starting = self.pools.get(&id).map_or(0, |p| p.in_flight);
+        self.may_fork_for_waiting(id, now) && self.pool_counts(id).1 + starting == 0
     }
 
     /// None when the fork rate allows a fork; else the moment it will.

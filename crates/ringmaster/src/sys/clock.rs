@@ -9,24 +9,7 @@ extern "C" {
     fn tzset();
 }
 
-/// A broken-down local time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LocalTime {
-    /// The year, e.g. 2024.
-    pub year: i32,
-    /// 1 to 12.
-    pub month: u8,
-    /// 1 to 31.
-    pub day: u8,
-    /// 0 to 23.
-    pub hour: u8,
-    /// 0 to 59.
-    pub minute: u8,
-    /// 0 to 60 (a leap second).
-    pub second: u8,
-    /// 0 = Sunday to 6 = Saturday.
-    pub weekday: u8,
-}
+pub use crate::supervisor::schedule::LocalTime;
 
 /// Read TZ and the zone files once; call at startup (and after a reload if the zone may have
 /// changed). localtime_r is not required to do this itself.
