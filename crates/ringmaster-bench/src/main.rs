@@ -86,6 +86,9 @@ struct Common {
     /// behaviour in both columns (ringmaster then retires old idle workers at once).
     #[arg(long)]
     cyrus_style_workers: bool,
+    /// Extra arguments for every worker, e.g. "--start-delay-ms 20" for slow starters.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    worker_args: String,
 }
 
 /// One measured value; `higher` says which way is better (for the reader of the ratio).
@@ -321,6 +324,7 @@ fn main() {
                 prefork: 0,
                 max_uses: 1,
                 cyrus_style: common.cyrus_style_workers,
+                extra_args: common.worker_args.clone(),
             };
             let cols = common
                 .masters()
@@ -341,6 +345,7 @@ fn main() {
                 prefork,
                 max_uses: 0,
                 cyrus_style: common.cyrus_style_workers,
+                extra_args: common.worker_args.clone(),
             };
             let cols = common
                 .masters()
@@ -368,6 +373,7 @@ fn main() {
                 prefork,
                 max_uses: 0,
                 cyrus_style: common.cyrus_style_workers,
+                extra_args: common.worker_args.clone(),
             };
             let cols = common
                 .masters()

@@ -38,6 +38,8 @@ pub struct ServiceSpec {
     pub max_uses: u32,
     /// Ringmaster's workers behave as Cyrus's too (no AVAILABLE at start).
     pub cyrus_style: bool,
+    /// Appended to every worker's command line.
+    pub extra_args: String,
 }
 
 /// A running master and what it needs cleaned up.
@@ -94,10 +96,11 @@ fn cyrus_conf(spec: &ServiceSpec, kind: Kind, port: u16) -> String {
         ""
     };
     format!(
-        "# written by ringmaster-bench\nSERVICES {{\n  demo cmd=\"{worker}{announce} -U {uses}\" \
+        "# written by ringmaster-bench\nSERVICES {{\n  demo cmd=\"{worker}{announce} -U {uses} {extra}\" \
          listen=\"127.0.0.1:{port}\" prefork={prefork}\n}}\n",
         worker = spec.worker.display(),
         uses = spec.max_uses,
+        extra = spec.extra_args,
         prefork = spec.prefork,
     )
 }

@@ -39,7 +39,8 @@ pub struct ConfigPaths {
     /// The cyrus.conf to run.
     #[arg(short = 'M', value_name = "CYRUS_CONF", default_value = DEFAULT_CYRUS_CONF)]
     pub cyrus_conf: PathBuf,
-    /// The imapd.conf: workers get it as `-C` too when it is not the default.
+    /// The imapd.conf the master reads (configdirectory, cyrus_user, master_ready_file...).
+    /// As with Cyrus's master it is not passed on: a worker's `cmd=` says `-C` itself.
     #[arg(short = 'C', value_name = "IMAPD_CONF")]
     pub imapd_conf: Option<PathBuf>,
 }
@@ -78,7 +79,7 @@ pub struct RunArgs {
     #[arg(short = 'p', value_name = "PIDFILE")]
     pub pidfile: Option<PathBuf>,
     /// Create this file once every service listens; remove it at exit (default: imapd.conf's
-    /// master_ready_file, if set).
+    /// master_ready_file, else <configdirectory>/master.ready).
     #[arg(short = 'r', value_name = "READY_FILE")]
     pub ready_file: Option<PathBuf>,
     /// listen() backlog for every listening socket.
