@@ -66,6 +66,8 @@ pub struct Launcher {
     policy: IdentityPolicy,
     base_env: Vec<(String, String)>,
     setup: LoadedSetup,
+    /// The nice value children get back when the master runs at a raised priority.
+    child_nice: Option<i32>,
 }
 
 impl Launcher {
@@ -85,7 +87,13 @@ impl Launcher {
             policy,
             base_env,
             setup,
+            child_nice: None,
         })
+    }
+
+    /// Children are to run at this nice value (the master's own is raised).
+    pub fn set_child_nice(&mut self, nice: Option<i32>) {
+        self.child_nice = nice;
     }
 
     pub fn setup(&self) -> &LoadedSetup {
@@ -154,6 +162,7 @@ impl Launcher {
             credentials,
             parent_death_signal: true,
             cwd: None,
+            nice: self.child_nice,
         })
     }
 

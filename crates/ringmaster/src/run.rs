@@ -65,7 +65,7 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         cli_user: args.user.clone(),
         cli_group: args.group.clone(),
     };
-    let launcher = match Launcher::load(sources, policy) {
+    let mut launcher = match Launcher::load(sources, policy) {
         Ok(l) => l,
         Err(problems) => {
             for p in &problems {
@@ -94,6 +94,8 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             warn!("cannot detach stdio: {err}");
         }
     }
+    // The master outranks its workers, so forking a whole pool is not slowed by the pool.
+    launcher.set_child_nice(sys::process::raise_master_priority());
     let imapd = launcher.setup().imapd.clone();
     let pidfile_path = args
         .pidfile

@@ -25,7 +25,6 @@ const KIND_SIGNAL: u64 = 1;
 const KIND_LISTENER: u64 = 2;
 const KIND_STATUS: u64 = 3;
 const KIND_DAEMON: u64 = 4;
-const KIND_EXEC: u64 = 5;
 
 fn pool_token(kind: u64, pool: PoolId) -> u64 {
     kind << KIND_SHIFT | u64::from(pool.service.0) << 8 | u64::from(pool.family)
@@ -54,13 +53,6 @@ struct PoolIo {
     watched: bool,
 }
 
-/// A child that has not exec'd yet, as far as we know.
-struct PendingExec {
-    report: sys::spawn::ExecReport,
-    pid: i32,
-    what: String,
-}
-
 struct DaemonPipe {
     name: String,
     read: OwnedFd,
@@ -76,8 +68,6 @@ pub struct Runtime {
     pools: HashMap<PoolId, PoolIo>,
     daemon_pipes: HashMap<u64, DaemonPipe>,
     next_daemon_token: u64,
-    pending_execs: HashMap<u64, PendingExec>,
-    next_exec_token: u64,
     backlog: i32,
     exit_code: Option<i32>,
     on_ready: Box<dyn FnMut()>,
@@ -101,8 +91,6 @@ impl Runtime {
             pools: HashMap::new(),
             daemon_pipes: HashMap::new(),
             next_daemon_token: 0,
-            pending_execs: HashMap::new(),
-            next_exec_token: 0,
             backlog,
             exit_code: None,
             on_ready,
@@ -135,7 +123,7 @@ impl Runtime {
             }
             // Notes first, so a worker's last words are counted before its exit is.
             tokens.sort_by_key(|t| match t >> KIND_SHIFT {
-                KIND_STATUS | KIND_DAEMON | KIND_EXEC => 0,
+                KIND_STATUS | KIND_DAEMON => 0,
                 KIND_LISTENER => 1,
                 _ => 2,
             });
@@ -143,7 +131,6 @@ impl Runtime {
                 match token >> KIND_SHIFT {
                     KIND_STATUS => self.read_status(token_pool(token)),
                     KIND_DAEMON => self.read_daemon_pipe(token),
-                    KIND_EXEC => self.read_exec_report(token),
                     KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
                     _ => {}
@@ -246,21 +233,6 @@ impl Runtime {
         }
         for note in notes {
             self.feed(Input::Note { pool, note });
-        }
-    }
-
-    /// A child exec'd (nothing to do) or failed before (say why; its exit, status 127,
-    /// reaches the supervisor through SIGCHLD like any other).
-    fn read_exec_report(&mut self, token: u64) {
-        let Some(pending) = self.pending_execs.remove(&token) else {
-            return;
-        };
-        let _ = self.poller.delete(pending.report.fd());
-        if let Err(err) = pending.report.outcome() {
-            error!(
-                "{} (pid {}): cannot start: {err}",
-                pending.what, pending.pid
-            );
         }
     }
 
@@ -528,26 +500,8 @@ impl Runtime {
                 ready_read = Some((read, write));
             }
         }
-        // Not waiting for the exec lets many children start side by side (a recycled pool,
-        // a burst of connections); the exec report is read when it comes.
-        let (pid, report) = sys::spawn::spawn_unwaited(&spec)
-            .map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
-        let token = KIND_EXEC << KIND_SHIFT | self.next_exec_token;
-        self.next_exec_token = (self.next_exec_token + 1) & ((1 << KIND_SHIFT) - 1);
-        let what = request.argv.join(" ");
-        match self.poller.add(report.fd(), token) {
-            Ok(()) => {
-                self.pending_execs.insert(
-                    token,
-                    PendingExec {
-                        report,
-                        pid: pid.as_raw(),
-                        what,
-                    },
-                );
-            }
-            Err(err) => debug!("cannot watch the exec report of {what}: {err}"),
-        }
+        let pid =
+            sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
         if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
             drop(write);
             let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;

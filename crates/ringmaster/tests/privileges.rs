@@ -141,6 +141,23 @@ fn a_worker_gets_exactly_five_fds_and_a_clean_signal_state() {
         "0000000000000000",
         "default dispositions"
     );
+    // The master outranks its workers; the workers get the ordinary priority back.
+    let nice = |pid: i32| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        rest.split_whitespace()
+            .nth(16)
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    assert_eq!(
+        nice(pid),
+        nice(std::process::id() as i32),
+        "worker at the usual priority"
+    );
+    assert!(nice(m.pid) < nice(pid), "master above its workers");
     m.stop();
 }
 

@@ -56,6 +56,26 @@ pub fn send_signal(pid: Pid, signal: Signal) -> io::Result<bool> {
     }
 }
 
+/// How much the master raises its own scheduling priority over its children's.
+const MASTER_PRIORITY_BOOST: i32 = 5;
+
+/// Gives the master a higher priority than the workers it forks (when it may: as root), so
+/// that starting a whole pool is never slowed down by the pool's own start-up; returns the
+/// nice value children should get back, or None when nothing was changed.
+pub fn raise_master_priority() -> Option<i32> {
+    // getpriority can legitimately return -1: clear errno to tell that from an error.
+    Errno::clear();
+    // SAFETY: plain syscalls on our own process; no memory is passed.
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if current == -1 && Errno::last_raw() != 0 {
+        return None;
+    }
+    let raised = (current - MASTER_PRIORITY_BOOST).max(-20);
+    // SAFETY: as above.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, raised) };
+    (rc == 0 && raised != current).then_some(current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
