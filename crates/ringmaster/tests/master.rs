@@ -97,14 +97,7 @@ fn babysit_keeps_one_worker_alive() {
     let dir = TestDir::new("babysit");
     let port = free_port();
     let mut m = Start::new(&dir, &service_conf("echo", port, "babysit=1")).start();
-    let first = m.wait_children(1);
-    let pid = *first.iter().next().unwrap();
-    kill(pid, Signal::SIGKILL);
-    let mut now = first.clone();
-    assert!(wait_until(WAIT, || {
-        now = m.children();
-        now.len() == 1 && !now.contains(&pid)
-    }));
+    m.kill_child_and_wait_for_replacement();
     m.stop();
 }
 
@@ -239,14 +232,7 @@ fn daemon_is_restarted_when_it_dies() {
     let dir = TestDir::new("daemon");
     let conf = format!("DAEMON {{\n  keeper cmd=\"{WORKER} --daemon-ready\"\n}}\n");
     let mut m = Start::new(&dir, &conf).start();
-    let first = m.wait_children(1);
-    let pid = *first.iter().next().unwrap();
-    kill(pid, Signal::SIGKILL);
-    let mut now = first.clone();
-    assert!(wait_until(WAIT, || {
-        now = m.children();
-        now.len() == 1 && !now.contains(&pid)
-    }));
+    m.kill_child_and_wait_for_replacement();
     m.stop();
 }
 
@@ -495,11 +481,8 @@ fn every_worker_is_reaped_at_once() {
     }
     let master = m.pid;
     let zombies = || {
-        std::fs::read_dir("/proc")
+        all_pids()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
             .filter(|p| ppid_of(*p) == Some(master) && state_of(*p) == Some('Z'))
             .count()
     };

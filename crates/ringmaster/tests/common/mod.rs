@@ -101,50 +101,36 @@ pub fn state_of(pid: i32) -> Option<char> {
     stat[stat.rfind(')')? + 2..].chars().next()
 }
 
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .collect()
+}
+
 /// Live (non-zombie) children of `parent`.
 pub fn children_of(parent: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if ppid_of(pid) == Some(parent) && state_of(pid) != Some('Z') {
-            out.insert(pid);
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|&pid| ppid_of(pid) == Some(parent) && state_of(pid) != Some('Z'))
+        .collect()
 }
 
 /// Pids of live processes whose command line contains `marker`.
 pub fn processes_with(marker: &str) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(marker) && state_of(pid) != Some('Z') {
-            out.insert(pid);
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(marker)
+            }) && state_of(pid) != Some('Z')
+        })
+        .collect()
 }
 
 pub fn kill(pid: i32, signal: nix::sys::signal::Signal) {
@@ -336,6 +322,19 @@ impl Master {
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         kill(self.pid, signal);
+    }
+
+    /// Kills the master's only child and waits until another one has taken its place.
+    pub fn kill_child_and_wait_for_replacement(&mut self) {
+        let first = self.wait_children(1);
+        let pid = *first.iter().next().expect("one child");
+        kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let mut now = first;
+        let replaced = wait_until(WAIT, || {
+            now = self.children();
+            now.len() == 1 && !now.contains(&pid)
+        });
+        assert!(replaced, "{pid} not replaced: {now:?}\n{}", self.log_text());
     }
 
     /// Replaces cyrus.conf (atomically) for a reload.
