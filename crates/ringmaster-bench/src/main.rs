@@ -112,6 +112,17 @@ fn sibling(name: &str) -> PathBuf {
 }
 
 impl Common {
+    /// The service every master runs in a scenario.
+    fn spec(&self, prefork: u32, max_uses: u32) -> ServiceSpec {
+        ServiceSpec {
+            worker: self.worker(),
+            prefork,
+            max_uses,
+            cyrus_style: self.cyrus_style_workers,
+            extra_args: self.worker_args.clone(),
+        }
+    }
+
     fn worker(&self) -> PathBuf {
         self.worker
             .clone()
@@ -319,13 +330,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Spawn(common) => {
-            let spec = ServiceSpec {
-                worker: common.worker(),
-                prefork: 0,
-                max_uses: 1,
-                cyrus_style: common.cyrus_style_workers,
-                extra_args: common.worker_args.clone(),
-            };
+            let spec = common.spec(0, 1);
             let cols = common
                 .masters()
                 .into_iter()
@@ -340,13 +345,7 @@ fn main() {
             );
         }
         Cmd::Prefork { common, prefork } => {
-            let spec = ServiceSpec {
-                worker: common.worker(),
-                prefork,
-                max_uses: 0,
-                cyrus_style: common.cyrus_style_workers,
-                extra_args: common.worker_args.clone(),
-            };
+            let spec = common.spec(prefork, 0);
             let cols = common
                 .masters()
                 .into_iter()
@@ -368,13 +367,7 @@ fn main() {
             rounds,
         } => {
             let every = Duration::from_millis(interval_ms.max(1));
-            let spec = ServiceSpec {
-                worker: common.worker(),
-                prefork,
-                max_uses: 0,
-                cyrus_style: common.cyrus_style_workers,
-                extra_args: common.worker_args.clone(),
-            };
+            let spec = common.spec(prefork, 0);
             let cols = common
                 .masters()
                 .into_iter()
