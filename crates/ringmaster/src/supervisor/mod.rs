@@ -263,7 +263,6 @@ pub struct Supervisor {
     /// Children that are neither workers nor daemons nor events (START commands).
     others: HashMap<Pid, Role>,
     reload: ReloadState,
-    ready_announced: bool,
 }
 
 impl Supervisor {
@@ -285,18 +284,12 @@ impl Supervisor {
             events: Vec::new(),
             others: HashMap::new(),
             reload: ReloadState::default(),
-            ready_announced: false,
         }
     }
 
     /// The config now in force.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// True once the master has decided to exit.
-    pub fn has_exited(&self) -> bool {
-        self.phase == Phase::Exited
     }
 
     /// Pids of every child we know of (for tests and a last-ditch cleanup).
@@ -475,7 +468,6 @@ impl Supervisor {
             .into_iter()
             .map(|spec| self.new_event(spec, now))
             .collect();
-        self.ready_announced = true;
         out.push(Action::Ready);
     }
 

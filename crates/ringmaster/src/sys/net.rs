@@ -558,8 +558,26 @@ mod tests {
         SockRef::from(&worker_fd)
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        let worker = std::thread::spawn(move || accept_one(&worker_fd).map(|_| ()));
-        std::thread::sleep(Duration::from_millis(100));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            accept_one(&worker_fd).map(|_| ())
+        });
+        // Wait (bounded) until the thread sleeps in the kernel, i.e. is blocked in accept.
+        let tid = tid_rx.recv().expect("tid");
+        let asleep = || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('S'))
+                })
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !asleep() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert!(pause_listener(l.fd.as_fd()).expect("pause"));
         let result = worker.join().expect("join");
         assert_eq!(
