@@ -57,7 +57,7 @@ pub fn send_signal(pid: Pid, signal: Signal) -> io::Result<bool> {
 }
 
 /// How much the master raises its own scheduling priority over its children's.
-const MASTER_PRIORITY_BOOST: i32 = 5;
+const MASTER_PRIORITY_BOOST: i32 = 10;
 
 /// Gives the master a higher priority than the workers it forks (when it may: as root), so
 /// that starting a whole pool is never slowed down by the pool's own start-up; returns the

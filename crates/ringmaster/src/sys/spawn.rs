@@ -59,8 +59,9 @@ pub struct ExecSpec {
     pub parent_death_signal: bool,
     /// Directory to change to, after the identity change (so as the child's user).
     pub cwd: Option<CString>,
-    /// Scheduling priority (nice value) to take before exec, when the master runs at
-    /// another one than its children should.
+    /// Scheduling priority (nice value) the child gets once it has exec'd, when the master
+    /// runs at another one than its children should. Until then it has the master's, so
+    /// that the master, waiting for the exec, is not held up by a busy machine.
     pub nice: Option<i32>,
 }
 
@@ -141,7 +142,6 @@ struct ChildPlan<'a> {
     credentials: Option<&'a Credentials>,
     death_signal: bool,
     cwd: Option<&'a CStr>,
-    nice: Option<i32>,
     /// The master's pid, for the getppid check after PR_SET_PDEATHSIG.
     parent: libc::pid_t,
     /// Upper bound of the fcntl loop used when close_range is unavailable.
@@ -171,7 +171,6 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         credentials: spec.credentials.as_ref(),
         death_signal: spec.parent_death_signal,
         cwd: spec.cwd.as_deref(),
-        nice: spec.nice,
         parent: nix::unistd::getpid().as_raw(),
         fd_scan_limit: fd_scan_limit(),
     };
@@ -208,7 +207,15 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         .read_all(&mut buf)
         .and_then(|n| decode_report(&buf[..n]))
     {
-        Ok(()) => Ok(child),
+        Ok(()) => {
+            // The child went through exec at the master's priority (we waited for it);
+            // now it gets its own. It may have exited already (ESRCH): nothing to do then.
+            if let Some(nice) = spec.nice {
+                // SAFETY: a plain syscall on a process id; no memory is passed.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
+            }
+            Ok(child)
+        }
         Err(e) => {
             reap(child);
             Err(e)
@@ -453,14 +460,6 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
     if let Some(dir) = plan.cwd {
         if libc::chdir(dir.as_ptr()) != 0 {
             fail(report_fd, Stage::Chdir);
-        }
-    }
-
-    // The child's own priority, last, so that it keeps the master's (higher) priority while
-    // the master waits for it; raising a nice value needs no privilege.
-    if let Some(nice) = plan.nice {
-        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-            fail(report_fd, Stage::Priority);
         }
     }
 
