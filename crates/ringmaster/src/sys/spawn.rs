@@ -179,9 +179,8 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         plan: &plan,
         report_fd: report_write.as_raw_fd(),
     };
-    let mut stack = vec![0u8; CHILD_STACK_BYTES];
-    // The stack grows down: hand clone the 16-byte aligned top of the buffer.
-    let top = (stack.as_mut_ptr() as usize + CHILD_STACK_BYTES) & !15;
+    let stack = ChildStack::map()?;
+    let top = stack.top();
     // SAFETY: CLONE_VFORK suspends us until the child has exec'd or exited, so `plan`,
     // `start` and `stack` outlive every use the child makes of them; the child runs only
     // `run_child`, which reads the plan, writes nothing of ours (its locals live on its own
@@ -190,7 +189,7 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
     let pid = unsafe {
         libc::clone(
             child_entry,
-            top as *mut libc::c_void,
+            top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &start as *const ChildStart<'_> as *mut libc::c_void,
         )
@@ -225,6 +224,45 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
 
 /// Bytes of the stack a child runs on until it execs (a handful of frames of syscalls).
 const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// The child's stack: mapped for one spawn and unmapped after it, so the few pages the child
+/// touches do not stay in the master's resident set.
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    fn map() -> io::Result<ChildStack> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                CHILD_STACK_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ChildStack { base })
+    }
+
+    /// The stack grows down: its (page-aligned, so 16-byte aligned) top.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(CHILD_STACK_BYTES)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: `base` is the mapping made in `map`, unmapped once, after the child (which
+        // ran on it) has exec'd or exited.
+        unsafe { libc::munmap(self.base, CHILD_STACK_BYTES) };
+    }
+}
 
 /// What [`child_entry`] gets: the plan and the write end of the report pipe.
 struct ChildStart<'a> {
