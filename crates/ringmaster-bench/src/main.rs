@@ -326,38 +326,32 @@ fn report(title: &str, columns: &[(Kind, Result<Vec<Row>, String>)]) {
     }
 }
 
+/// Runs a client-load scenario under every master and prints the columns.
+fn load_report(common: &Common, spec: &ServiceSpec, title: &str) {
+    let cols = common
+        .masters()
+        .into_iter()
+        .map(|(k, p)| (k, load_scenario(k, &p, spec, common, None)))
+        .collect::<Vec<_>>();
+    report(title, &cols);
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Spawn(common) => {
-            let spec = common.spec(0, 1);
-            let cols = common
-                .masters()
-                .into_iter()
-                .map(|(k, p)| (k, load_scenario(k, &p, &spec, &common, None)))
-                .collect::<Vec<_>>();
-            report(
-                &format!(
-                    "spawn: prefork=0, -U 1, {} clients, {:.1} s",
-                    common.clients, common.duration
-                ),
-                &cols,
+            let title = format!(
+                "spawn: prefork=0, -U 1, {} clients, {:.1} s",
+                common.clients, common.duration
             );
+            load_report(&common, &common.spec(0, 1), &title);
         }
         Cmd::Prefork { common, prefork } => {
-            let spec = common.spec(prefork, 0);
-            let cols = common
-                .masters()
-                .into_iter()
-                .map(|(k, p)| (k, load_scenario(k, &p, &spec, &common, None)))
-                .collect::<Vec<_>>();
-            report(
-                &format!(
-                    "prefork: prefork={prefork}, no use limit, {} clients, {:.1} s",
-                    common.clients, common.duration
-                ),
-                &cols,
+            let title = format!(
+                "prefork: prefork={prefork}, no use limit, {} clients, {:.1} s",
+                common.clients, common.duration
             );
+            load_report(&common, &common.spec(prefork, 0), &title);
         }
         Cmd::Reload {
             common,

@@ -200,44 +200,17 @@ impl<'a> Start<'a> {
             format!("configdirectory: {}\n{}", dir.0.display(), self.imapd_extra),
         )
         .expect("write imapd.conf");
-        let log = dir.path("master.log");
-        let logfile = fs::File::create(&log).expect("log file");
         let pidfile = self
             .pidfile
             .clone()
             .unwrap_or_else(|| dir.path("master.pid"));
         let ready = dir.path("master.ready");
-        let mut cmd = Command::new(MASTER);
-        cmd.arg("-D")
-            .arg("-M")
-            .arg(&conf)
-            .arg("-C")
-            .arg(&imapd)
-            .arg("-p")
-            .arg(&pidfile)
-            .arg("-r")
-            .arg(&ready)
-            .arg("-v")
-            .args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logfile);
+        let mut extra: Vec<String> = vec!["-r".into(), ready.display().to_string(), "-v".into()];
+        extra.extend(self.args.iter().cloned());
         if is_root() && !self.args.iter().any(|a| a == "-u") {
-            cmd.arg("-u").arg("nobody");
+            extra.extend(["-u".into(), "nobody".into()]);
         }
-        let child = cmd.spawn().expect("start ringmaster");
-        let pid = child.id() as i32;
-        Master {
-            child: Some(child),
-            pid,
-            conf,
-            imapd,
-            pidfile,
-            ready,
-            log,
-            seen: BTreeSet::new(),
-        }
+        launch(MASTER, dir, &pidfile, &extra, &self.envs)
     }
 
     /// Starts the master and waits until it is ready (its ready file exists).
@@ -429,10 +402,22 @@ pub fn read_to_string(path: &Path) -> String {
 /// to `<dir>/master.log`. The master gets a process group of its own, since Cyrus's master
 /// signals its whole group when it stops. Does not wait for it to be ready.
 pub fn spawn_master_program(program: &str, dir: &TestDir, extra: &[&str]) -> Master {
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    launch(program, dir, &dir.path("master.pid"), &extra, &[])
+}
+
+/// Starts `program` with `-D -M <dir>/cyrus.conf -C <dir>/imapd.conf -p <pidfile>`, then
+/// `extra`, stderr to `<dir>/master.log`, in a process group of its own.
+fn launch(
+    program: &str,
+    dir: &TestDir,
+    pidfile: &Path,
+    extra: &[String],
+    envs: &[(String, String)],
+) -> Master {
     use std::os::unix::process::CommandExt;
     let conf = dir.path("cyrus.conf");
     let imapd = dir.path("imapd.conf");
-    let pidfile = dir.path("master.pid");
     let log = dir.path("master.log");
     let logfile = fs::File::create(&log).expect("log file");
     let child = Command::new(program)
@@ -442,8 +427,9 @@ pub fn spawn_master_program(program: &str, dir: &TestDir, extra: &[&str]) -> Mas
         .arg("-C")
         .arg(&imapd)
         .arg("-p")
-        .arg(&pidfile)
+        .arg(pidfile)
         .args(extra)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -456,7 +442,7 @@ pub fn spawn_master_program(program: &str, dir: &TestDir, extra: &[&str]) -> Mas
         pid,
         conf,
         imapd,
-        pidfile,
+        pidfile: pidfile.to_path_buf(),
         ready: dir.path("master.ready"),
         log,
         seen: BTreeSet::new(),
