@@ -283,6 +283,8 @@ fn a_renamed_service_takes_over_the_socket_without_refusing() {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let load = client_load(port, stop.clone(), ok.clone(), failed.clone());
+    // The load must be under way before the reload, and still going after it.
+    assert!(wait_until(WAIT, || ok.load(Ordering::Relaxed) > 0));
     m.rewrite_conf(&conf_one("renamed", port, "", "prefork=2"));
     m.signal(Signal::SIGHUP);
     let mut banner = String::new();
@@ -290,10 +292,11 @@ fn a_renamed_service_takes_over_the_socket_without_refusing() {
         banner = connect(port).1;
         banner.contains("renamed")
     }));
+    let served_at_switch = ok.load(Ordering::Relaxed);
+    assert!(wait_until(WAIT, || ok.load(Ordering::Relaxed) > served_at_switch + 10));
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{}", m.log_text());
-    assert!(ok.load(Ordering::Relaxed) > 0);
 }
 
 #[test]
