@@ -225,6 +225,7 @@ fn recycle_scenario(
     let mut master = Master::start(kind, program, spec)?;
     let want = spec.prefork as usize;
     let mut times = Vec::new();
+    let (mut old_gone_times, mut new_running_times) = (Vec::new(), Vec::new());
     let mut failure = None;
     for _ in 0..rounds.max(1) {
         if let Err(e) = master.wait_children(want, LIMIT) {
@@ -237,11 +238,20 @@ fn recycle_scenario(
             failure = Some(e);
             break;
         }
+        let (mut old_gone, mut new_running) = (None, None);
         loop {
             let now = procfs::children(master.pid());
             let stale = now.iter().filter(|p| old.contains(p)).count();
-            if stale == 0 && now.len() >= want {
-                times.push(start.elapsed());
+            if stale == 0 && old_gone.is_none() {
+                old_gone = Some(start.elapsed());
+            }
+            if now.len() - stale >= want && new_running.is_none() {
+                new_running = Some(start.elapsed());
+            }
+            if let (Some(gone), Some(running)) = (old_gone, new_running) {
+                times.push(gone.max(running));
+                old_gone_times.push(gone);
+                new_running_times.push(running);
                 break;
             }
             if start.elapsed() > LIMIT {
@@ -267,10 +277,20 @@ fn recycle_scenario(
         return Err(e);
     }
     times.sort_unstable();
+    old_gone_times.sort_unstable();
+    new_running_times.sort_unstable();
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     Ok(vec![
         row("recycle p50 ms", ms(load::percentile(&times, 50.0))),
         row("recycle max ms", ms(times.last().copied())),
+        row(
+            "  no old worker left, p50 ms",
+            ms(load::percentile(&old_gone_times, 50.0)),
+        ),
+        row(
+            "  all new ones running, p50 ms",
+            ms(load::percentile(&new_running_times, 50.0)),
+        ),
         row("rounds", times.len() as f64),
     ])
 }

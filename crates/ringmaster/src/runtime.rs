@@ -323,7 +323,8 @@ impl Runtime {
                     Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
                     None => self.feed(Input::ConfigRejected),
                 }
-                self.trim_memory();
+                // No trim here: it would page out the spawn path just before the reload's
+                // burst of spawns, which then waits on disk reads of the master's own code.
             }
             Action::Ready => {
                 info!("ready for work");
@@ -337,7 +338,8 @@ impl Runtime {
         }
     }
 
-    /// Start-up and config parsing are done: let their code leave the resident set.
+    /// Start-up is done: let its code leave the resident set. Once only: what a reload
+    /// faults back in stays resident for the next one.
     fn trim_memory(&self) {
         if let Err(err) = sys::memory::trim_resident_code() {
             debug!("cannot trim resident code: {err}");

@@ -148,12 +148,18 @@ struct ChildPlan<'a> {
     fd_scan_limit: RawFd,
 }
 
-/// Start `spec` and return the child's pid once it has exec'd.
+/// Start `spec` and return the child's pid once it is past exec's point of no return.
 ///
 /// The child shares the master's memory until it execs and the master waits meanwhile
 /// (CLONE_VM | CLONE_VFORK, as posix_spawn does): no page tables are copied and no page is
 /// copied on write afterwards, so a pool of workers forks several times faster than with
 /// fork(). The child runs on a stack of its own and only reads the plan prepared here.
+///
+/// The kernel resumes the master when the child has either exited or released the master's
+/// memory inside execve, which it does only past the point of no return. So when `clone`
+/// returns, a failure report is already in the pipe or there will never be one: the pipe is
+/// read without waiting for the rest of the exec, which under a burst of starting workers
+/// could wait behind them for a CPU.
 ///
 /// A child whose setup failed has already exited when this returns; it is reaped here, so the
 /// caller never sees its exit. An exec failure is returned as the bare OS error
@@ -174,7 +180,7 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         parent: nix::unistd::getpid().as_raw(),
         fd_scan_limit: fd_scan_limit(),
     };
-    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     let start = ChildStart {
         plan: &plan,
         report_fd: report_write.as_raw_fd(),
@@ -194,9 +200,10 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
             &start as *const ChildStart<'_> as *mut libc::c_void,
         )
     };
+    let clone_error = io::Error::last_os_error();
     drop(stack);
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(clone_error);
     }
     drop(report_write);
     let child = Pid::from_raw(pid);
@@ -207,8 +214,8 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         .and_then(|n| decode_report(&buf[..n]))
     {
         Ok(()) => {
-            // The child went through exec at the master's priority (we waited for it);
-            // now it gets its own. It may have exited already (ESRCH): nothing to do then.
+            // The child went into exec at the master's priority (we waited for it); now it
+            // gets its own. It may have exited already (ESRCH): nothing to do then.
             if let Some(nice) = spec.nice {
                 // SAFETY: a plain syscall on a process id; no memory is passed.
                 let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
@@ -286,11 +293,13 @@ struct ExecReport {
 }
 
 impl ExecReport {
+    /// What the child wrote before it exited; nothing (EAGAIN or end of file) when it went
+    /// on into exec. The pipe is non-blocking: see [`spawn`].
     fn read_all(&self, buf: &mut [u8; 8]) -> io::Result<usize> {
         let mut got = 0;
         while got < buf.len() {
             match nix::unistd::read(self.read.as_raw_fd(), &mut buf[got..]) {
-                Ok(0) => break,
+                Ok(0) | Err(Errno::EAGAIN) => break,
                 Ok(n) => got += n,
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
