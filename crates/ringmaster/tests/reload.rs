@@ -201,8 +201,10 @@ fn storm(worker_args: &str) {
         m.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(10));
     }
-    // And the load goes on a moment after the last one.
-    std::thread::sleep(Duration::from_millis(300));
+    // And the load goes on after the last one, through the settling of the last reload.
+    let served_at_last_hup = ok.load(Ordering::Relaxed);
+    assert!(wait_until(WAIT, || ok.load(Ordering::Relaxed)
+        > served_at_last_hup + 100));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
