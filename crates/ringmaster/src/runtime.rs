@@ -40,9 +40,9 @@ fn token_pool(token: u64) -> PoolId {
 /// One listening socket, shared between services while a reload hands it over.
 struct Listener {
     fd: OwnedFd,
+    /// Where it is bound; None only when the kernel would not say (never for our sockets).
+    identity: Option<sys::net::SocketIdentity>,
     listen: Listen,
-    proto: Proto,
-    family: u8,
 }
 
 struct PoolIo {
@@ -354,50 +354,124 @@ impl Runtime {
         proto: Proto,
         take_over: &[ServiceKey],
     ) {
-        // A socket a retiring service has open for the same address (a renamed service) is
-        // handed over rather than bound again: nothing is ever refused.
-        let mut shared: Vec<Rc<Listener>> = Vec::new();
+        // Sockets follow addresses, not entries: an address that a socket of a service being
+        // retired by this reload already serves is taken over (whatever the entry's name,
+        // `listen=` spelling or `proto=`), so an edit that keeps a port never refuses.
+        let mut candidates: Vec<Rc<Listener>> = Vec::new();
         for (id, io) in &self.pools {
             if take_over.contains(&id.service)
-                && io.listener.listen == listen
-                && io.listener.proto == proto
-                && !shared.iter().any(|l| Rc::ptr_eq(l, &io.listener))
+                && !candidates.iter().any(|l| Rc::ptr_eq(l, &io.listener))
             {
-                shared.push(io.listener.clone());
+                candidates.push(io.listener.clone());
             }
         }
-        let listeners: Vec<Rc<Listener>> = if shared.is_empty() {
-            match sys::net::bind_listeners(&listen, proto, self.backlog, None) {
-                Ok(bound) => bound
-                    .into_iter()
-                    .map(|b| {
-                        info!("{name}: listening on {}", b.local);
-                        Rc::new(Listener {
-                            fd: b.fd,
-                            listen: listen.clone(),
-                            proto,
-                            family: b.family_index,
-                        })
-                    })
-                    .collect(),
-                Err(err) => {
-                    self.feed(Input::BindFailed {
-                        service,
-                        error: err.to_string(),
-                    });
-                    return;
+        let live: Vec<Rc<Listener>> = {
+            let mut all: Vec<Rc<Listener>> = Vec::new();
+            for io in self.pools.values() {
+                if !all.iter().any(|l| Rc::ptr_eq(l, &io.listener)) {
+                    all.push(io.listener.clone());
                 }
             }
-        } else {
-            debug!("{name}: reusing the open socket for {listen}");
-            shared
+            all
         };
-        let mut families = Vec::new();
-        for listener in listeners {
-            let pool = PoolId {
-                service,
-                family: listener.family,
+        let planned = sys::net::bind_listeners_reusing(
+            &listen,
+            proto,
+            self.backlog,
+            None,
+            |identity| {
+                candidates
+                    .iter()
+                    .position(|l| l.identity.as_ref() == Some(identity))
+            },
+            |identity| {
+                // A wildcard and a specific address of one port side by side (a reload
+                // widening or narrowing `listen=`): both need SO_REUSEPORT.
+                let mut overlapping = false;
+                for l in &live {
+                    if l.identity
+                        .as_ref()
+                        .is_some_and(|other| sys::net::overlaps(identity, other))
+                    {
+                        overlapping = true;
+                        if let Err(err) = sys::net::allow_port_sharing(l.fd.as_fd()) {
+                            warn!(
+                                "{name}: cannot share the port of {}: {err}",
+                                identity.address
+                            );
+                        }
+                    }
+                }
+                overlapping
+            },
+        );
+        let planned = match planned {
+            Ok(p) => p,
+            Err(err) => {
+                self.feed(Input::BindFailed {
+                    service,
+                    error: err.to_string(),
+                });
+                return;
+            }
+        };
+        let mut listeners: Vec<(u8, Rc<Listener>)> = Vec::new();
+        for p in planned {
+            match p {
+                sys::net::Planned::Bound(b) => {
+                    info!("{name}: listening on {}", b.local);
+                    let identity = sys::net::socket_identity(b.fd.as_fd()).ok();
+                    listeners.push((
+                        b.family_index,
+                        Rc::new(Listener {
+                            fd: b.fd,
+                            identity,
+                            listen: listen.clone(),
+                        }),
+                    ));
+                }
+                sys::net::Planned::Reused {
+                    reused,
+                    family_index,
+                } => {
+                    if let Some(l) = candidates.get(reused) {
+                        if let Some(identity) = &l.identity {
+                            info!(
+                                "{name}: taking over the open socket on {}",
+                                identity.address
+                            );
+                        }
+                        listeners.push((family_index, l.clone()));
+                    }
+                }
+            }
+        }
+        // A specific address the retiring entry served that a new wildcard of this entry
+        // covers goes on serving under this entry: closing it would reset the connections
+        // in its queue, which Linux gives it rather than the wildcard.
+        let mut next_index = listeners.len();
+        for old in &candidates {
+            let Some(old_identity) = &old.identity else {
+                continue;
             };
+            let taken = listeners.iter().any(|(_, l)| Rc::ptr_eq(l, old));
+            let covered = listeners.iter().any(|(_, l)| {
+                l.identity
+                    .as_ref()
+                    .is_some_and(|wide| sys::net::covers(wide, old_identity))
+            });
+            if !taken && covered {
+                info!(
+                    "{name}: keeping the open socket on {}, which it covers",
+                    old_identity.address
+                );
+                listeners.push((u8::try_from(next_index).unwrap_or(u8::MAX), old.clone()));
+                next_index += 1;
+            }
+        }
+        let mut families = Vec::new();
+        for (family, listener) in listeners {
+            let pool = PoolId { service, family };
             let (status_read, status_write) = match sys::pipe::status_pipe() {
                 Ok(pair) => pair,
                 Err(err) => {
@@ -466,8 +540,11 @@ impl Runtime {
                 continue;
             };
             let _ = self.poller.delete(io.status_read.as_fd());
-            // Still used by another service (a reload handed it over): keep it open.
-            if Rc::strong_count(&io.listener) == 1 && refuse {
+            // Still used by another service (a reload handed it over): keep it open. A socket
+            // whose connections now go to an overlapping socket of ours (a reload narrowed a
+            // wildcard) is not shut down under its queue: it closes with its last worker.
+            let superseded = self.overlapped(&io.listener);
+            if Rc::strong_count(&io.listener) == 1 && refuse && !superseded {
                 if let Err(err) = sys::net::pause_listener(io.listener.fd.as_fd()) {
                     debug!("stop listening: {err}");
                 }
@@ -480,6 +557,21 @@ impl Runtime {
             // The status pipe's read end goes with `io`; workers still writing get EPIPE,
             // which Cyrus's workers ignore.
         }
+    }
+
+    /// Another open socket of ours takes connections for this one's port and family.
+    fn overlapped(&self, listener: &Rc<Listener>) -> bool {
+        let Some(identity) = &listener.identity else {
+            return false;
+        };
+        self.pools.values().any(|io| {
+            !Rc::ptr_eq(&io.listener, listener)
+                && io
+                    .listener
+                    .identity
+                    .as_ref()
+                    .is_some_and(|other| sys::net::overlaps(identity, other))
+        })
     }
 
     fn spawn(&mut self, request: &crate::supervisor::SpawnRequest) -> Result<i32, String> {

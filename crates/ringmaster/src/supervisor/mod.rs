@@ -236,9 +236,25 @@ enum Phase {
     Exited,
 }
 
+/// A reload whose new services' sockets are being bound: nothing old is retired before
+/// every new bind has answered, so a bind that fails leaves the old service serving.
+#[derive(Debug, Clone)]
+struct PendingReload {
+    config: Config,
+    releases: Vec<ServiceKey>,
+    /// New services (already on the new configuration: not recycled).
+    added: Vec<ServiceKey>,
+    /// New services whose bind has not answered yet.
+    binding: Vec<ServiceKey>,
+    /// New services whose bind failed.
+    failed: Vec<ServiceKey>,
+}
+
 /// Reload bookkeeping: one at a time, later SIGHUPs coalesced.
 #[derive(Debug, Clone, Default)]
 struct ReloadState {
+    /// The reload being applied, waiting for its binds.
+    applying: Option<Box<PendingReload>>,
     /// A reload was asked for and waits for the last one to settle.
     pending: bool,
     /// When the last reload was applied.
@@ -384,8 +400,14 @@ impl Supervisor {
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
-            Input::Bound { service, families } => self.on_bound(service, families),
-            Input::BindFailed { service, error } => self.on_bind_failed(service, &error),
+            Input::Bound { service, families } => {
+                self.on_bound(service, families);
+                self.on_reload_bind_answer(service, false, now, &mut out);
+            }
+            Input::BindFailed { service, error } => {
+                self.on_bind_failed(service, &error);
+                self.on_reload_bind_answer(service, true, now, &mut out);
+            }
             Input::DaemonReady { name } => self.on_daemon_ready(&name, now, &mut out),
             Input::DaemonNotReady { name, reason } => {
                 error!("daemon {name} did not say it was ready: {reason}");
@@ -476,7 +498,7 @@ impl Supervisor {
         spec: ServiceEntry,
         take_over: Vec<ServiceKey>,
         out: &mut Vec<Action>,
-    ) {
+    ) -> ServiceKey {
         let key = ServiceKey(self.next_service_key);
         self.next_service_key += 1;
         out.push(Action::Bind {
@@ -496,6 +518,7 @@ impl Supervisor {
                 bound: false,
             },
         );
+        key
     }
 
     fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>) {
@@ -688,10 +711,6 @@ impl Supervisor {
             if let Some(p) = self.pools.get_mut(&pool) {
                 // It served: the run of failures is over.
                 p.ready_fails = 0;
-            }
-            if worker.held_until.is_some() {
-                // A kept old worker took a client: let it finish, then go.
-                self.send_hup(note.pid, now, out);
             }
         }
     }
@@ -939,9 +958,86 @@ impl Supervisor {
             .filter(|(k, s)| !s.retiring && !kept.contains(k))
             .map(|(k, _)| *k)
             .collect();
+        let mut binding = Vec::new();
         for spec in added {
             info!("reload: new service {} on {}", spec.name, spec.listen);
-            self.add_service(spec, releases.clone(), out);
+            binding.push(self.add_service(spec, releases.clone(), out));
+        }
+        // Old services are retired only once every new bind has answered (the runtime
+        // answers each Bind before it carries out the next action).
+        self.reload.applying = Some(Box::new(PendingReload {
+            config: new,
+            releases,
+            added: binding.clone(),
+            binding,
+            failed: Vec::new(),
+        }));
+        self.finish_reload_if_bound(now, out);
+    }
+
+    /// A new service's bind answered: the reload goes on once all have.
+    fn on_reload_bind_answer(
+        &mut self,
+        key: ServiceKey,
+        failed: bool,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(pending) = self.reload.applying.as_mut() else {
+            return;
+        };
+        let before = pending.binding.len();
+        pending.binding.retain(|k| *k != key);
+        if pending.binding.len() == before {
+            return;
+        }
+        if failed {
+            pending.failed.push(key);
+        }
+        self.finish_reload_if_bound(now, out);
+    }
+
+    fn finish_reload_if_bound(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self
+            .reload
+            .applying
+            .as_ref()
+            .is_none_or(|p| !p.binding.is_empty())
+        {
+            return;
+        }
+        let Some(pending) = self.reload.applying.take() else {
+            return;
+        };
+        let PendingReload {
+            config: new,
+            mut releases,
+            added,
+            failed,
+            ..
+        } = *pending;
+        // A new entry that could not bind leaves the service it replaces (same name)
+        // serving as it was: no new generation, no recycling.
+        let mut untouched: Vec<ServiceKey> = added;
+        for key in failed {
+            let Some(name) = self.services.get(&key).map(|s| s.spec.name.clone()) else {
+                continue;
+            };
+            let predecessor = releases
+                .iter()
+                .copied()
+                .find(|k| self.services.get(k).is_some_and(|s| s.spec.name == name));
+            if let Some(old) = predecessor {
+                releases.retain(|k| *k != old);
+                untouched.push(old);
+                self.services.remove(&key);
+                if let Some(s) = self.services.get(&old) {
+                    error!(
+                        "reload: {name} keeps serving on {} with its previous configuration",
+                        s.spec.listen
+                    );
+                }
+            }
         }
         for key in &releases {
             if let Some(s) = self.services.get_mut(key) {
@@ -951,7 +1047,12 @@ impl Supervisor {
         }
 
         // Every kept pool moves to a new generation; every older worker is recycled.
-        let pool_ids: Vec<PoolId> = self.pools.keys().copied().collect();
+        let pool_ids: Vec<PoolId> = self
+            .pools
+            .keys()
+            .filter(|id| !untouched.contains(&id.service))
+            .copied()
+            .collect();
         for id in pool_ids {
             let retiring = self.services.get(&id.service).is_none_or(|s| s.retiring);
             let Some(pool) = self.pools.get_mut(&id) else {
@@ -974,11 +1075,19 @@ impl Supervisor {
                 .map(|(pid, _)| *pid)
                 .collect();
             pids.sort_unstable();
-            // Each new ready worker retires one kept old one: keep no more than will come.
-            let mut may_hold = self
-                .services
-                .get(&id.service)
-                .map_or(0, |s| s.limits.prefork.min(s.limits.maxchild));
+            // Busy workers are all kept (told to go now, they would leave after their client
+            // with no replacement ready); idle ones only as many as replacements will come.
+            let busy = pids
+                .iter()
+                .filter(|p| {
+                    self.workers
+                        .get(p)
+                        .is_some_and(|w| w.state == WorkerState::Busy && w.hup_at.is_none())
+                })
+                .count() as u32;
+            let mut may_hold_idle = self.services.get(&id.service).map_or(0, |s| {
+                s.limits.prefork.min(s.limits.maxchild).saturating_sub(busy)
+            });
             for pid in pids {
                 let Some(w) = self.workers.get_mut(&pid) else {
                     continue;
@@ -986,10 +1095,19 @@ impl Supervisor {
                 if w.hup_at.is_some() {
                     continue;
                 }
-                if !retiring && announces && w.state == WorkerState::Ready && may_hold > 0 {
-                    // Keep serving until a new worker says it is ready.
-                    may_hold -= 1;
-                    w.held_until = Some(now.mono + HOLD_LIMIT);
+                let serving = match w.state {
+                    WorkerState::Busy => true,
+                    WorkerState::Ready if may_hold_idle > 0 => {
+                        may_hold_idle -= 1;
+                        true
+                    }
+                    _ => false,
+                };
+                if !retiring && announces && serving {
+                    // Keep serving, idle or busy, until a new worker says it is ready to take
+                    // its place: clients never wait on a start. A storm of reloads does not
+                    // push the limit back.
+                    w.held_until.get_or_insert(now.mono + HOLD_LIMIT);
                 } else {
                     self.send_hup(pid, now, out);
                 }
@@ -1073,14 +1191,16 @@ impl Supervisor {
         self.config = new;
     }
 
-    /// Retires one old idle worker kept for `pool`, now that a new one is ready.
+    /// Retires one old worker kept for `pool`, now that a new one is ready: an idle one if
+    /// there is one (it leaves at once), else a busy one (it finishes its client first).
     fn retire_one_held(&mut self, pool: PoolId, now: Now) {
         let held = self
             .workers
             .iter()
             .filter(|(_, w)| w.pool == pool && w.held_until.is_some() && w.hup_at.is_none())
-            .map(|(pid, _)| *pid)
-            .min();
+            .map(|(pid, w)| (w.state != WorkerState::Ready, *pid))
+            .min()
+            .map(|(_, pid)| pid);
         if let Some(pid) = held {
             // The caller's `out` is not reachable here without a borrow tangle, so the hold
             // simply ends now; `on_timers` sends the SIGHUP in this same `handle` call.
@@ -1344,6 +1464,7 @@ impl Supervisor {
         let ids: Vec<PoolId> = self.pools.keys().copied().collect();
         for id in ids {
             if self.phase == Phase::Running {
+                self.make_room_for_replacement(id, now);
                 while self.wants_fork(id) && self.fork_allowed_at(id).is_none_or(|t| t <= now.mono)
                 {
                     self.spawn_worker(id, now, out);
@@ -1379,6 +1500,33 @@ impl Supervisor {
             .collect();
         for key in gone {
             self.services.remove(&key);
+        }
+    }
+
+    /// Old workers kept serving after a reload fill the pool up to maxchild, so no
+    /// replacement can start: retire them one at a time (a rolling restart), each as soon as
+    /// the one before has left.
+    fn make_room_for_replacement(&mut self, id: PoolId, now: Now) {
+        let (Some(pool), Some(service)) = (self.pools.get(&id), self.services.get(&id.service))
+        else {
+            return;
+        };
+        if service.retiring || pool.throttled_until.is_some() {
+            return;
+        }
+        let (active, ready) = self.pool_counts(id);
+        let limits = service.limits;
+        let in_flight = pool.in_flight;
+        if active + in_flight < limits.maxchild || ready + in_flight >= limits.prefork {
+            return;
+        }
+        let leaving = self.workers.values().any(|w| {
+            w.pool == id
+                && w.state != WorkerState::Exiting
+                && (w.hup_at.is_some() || w.held_until.is_some_and(|t| t <= now.mono))
+        });
+        if !leaving {
+            self.retire_one_held(id, now);
         }
     }
 

@@ -28,6 +28,8 @@ struct Harness {
     ready: bool,
     loads: u32,
     pending_config: Option<Config>,
+    /// Binds of services with these names fail.
+    failing_binds: Vec<String>,
 }
 
 fn cmd(text: &str) -> Command {
@@ -80,6 +82,7 @@ impl Harness {
             ready: false,
             loads: 0,
             pending_config: None,
+            failing_binds: vec![],
         }
     }
 
@@ -104,6 +107,12 @@ impl Harness {
 
     fn carry_out(&mut self, action: Action) {
         match action {
+            Action::Bind { service, name, .. } if self.failing_binds.contains(&name) => {
+                self.feed(Input::BindFailed {
+                    service,
+                    error: "Address already in use".into(),
+                })
+            }
             Action::Bind { service, .. } => self.feed(Input::Bound {
                 service,
                 families: vec![0],
@@ -327,6 +336,78 @@ fn announcing_pools_keep_old_workers_until_replacements_are_ready() {
     let new = *h.workers_of("imap").iter().find(|p| **p != old).unwrap();
     h.note(new, Message::Available);
     assert_eq!(h.signals_to(old), vec![Sig::Hup]);
+}
+
+#[test]
+fn busy_old_workers_of_announcing_pools_stay_until_a_replacement_is_ready() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let old = h.workers_of("imap");
+    for &w in &old {
+        h.note(w, Message::Available);
+    }
+    h.note(old[0], Message::Connection);
+    // (A third worker was forked to keep two ready; it has not announced yet.)
+    let before = h.workers_of("imap");
+    h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
+    h.feed(Input::ReloadRequested);
+    assert!(old.iter().all(|p| h.signals_to(*p).is_empty()));
+    // The busy one finishes its client and takes the next: still kept, still not told.
+    h.note(old[0], Message::Available);
+    h.note(old[0], Message::Connection);
+    assert!(h.signals_to(old[0]).is_empty());
+    let new: Vec<Pid> = h
+        .workers_of("imap")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 2);
+    // The first replacement retires the idle old worker, the second the busy one.
+    h.note(new[0], Message::Available);
+    assert_eq!(h.signals_to(old[1]), vec![Sig::Hup]);
+    assert!(h.signals_to(old[0]).is_empty());
+    h.note(new[1], Message::Available);
+    assert_eq!(h.signals_to(old[0]), vec![Sig::Hup]);
+}
+
+#[test]
+fn a_full_pool_is_replaced_one_worker_at_a_time() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, Some(2))]));
+    let old = h.workers_of("imap");
+    for &w in &old {
+        h.note(w, Message::Available);
+    }
+    h.pending_config = Some(config(vec![service("imap", 143, 2, Some(2))]));
+    h.feed(Input::ReloadRequested);
+    h.advance(Duration::from_millis(1));
+    let told: Vec<Pid> = old
+        .iter()
+        .copied()
+        .filter(|p| !h.signals_to(*p).is_empty())
+        .collect();
+    assert_eq!(told.len(), 1, "one old worker makes room, the other serves");
+    assert_eq!(h.workers_of("imap").len(), 2, "maxchild holds");
+    h.exit(told[0], ExitStatus::Code(0));
+    let new: Vec<Pid> = h
+        .workers_of("imap")
+        .into_iter()
+        .filter(|p| !old.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1);
+    h.note(new[0], Message::Available);
+    h.advance(Duration::from_millis(1));
+    assert!(old.iter().all(|p| !h.signals_to(*p).is_empty()));
+}
+
+#[test]
+fn a_reload_whose_bind_fails_leaves_the_old_service_serving() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let old = h.workers_of("imap")[0];
+    h.failing_binds = vec!["imap".into()];
+    h.pending_config = Some(config(vec![service("imap", 1143, 1, None)]));
+    h.feed(Input::ReloadRequested);
+    assert!(h.signals_to(old).is_empty(), "not recycled");
+    assert!(h.released.is_empty(), "its socket stays open");
+    assert_eq!(h.workers_of("imap"), vec![old]);
 }
 
 #[test]

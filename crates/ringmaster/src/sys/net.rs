@@ -85,56 +85,126 @@ impl fmt::Display for SocketAddress {
 ///   through a zero umask around `bind`: the master is single-threaded, so the umask change
 ///   affects nothing else); chowned to `owner` (uid, gid) when given; a stream socket unless
 ///   `proto` is a udp one.
+///
+/// `reuse(identity)` is asked first for each address: a socket it returns (one the master
+/// already has open for exactly that address) is used instead of binding; `share_port`
+/// says whether a new inet socket must be bound with SO_REUSEPORT because another socket of
+/// the master overlaps it (a wildcard and a specific address on one port).
+pub fn bind_listeners_reusing(
+    listen: &Listen,
+    proto: Proto,
+    backlog: i32,
+    owner: Option<(u32, u32)>,
+    mut reuse: impl FnMut(&SocketIdentity) -> Option<Reused>,
+    mut share_port: impl FnMut(&SocketIdentity) -> bool,
+) -> io::Result<Vec<Planned>> {
+    let literal = match listen {
+        Listen::Inet { host, .. } => host.as_deref().is_some_and(|h| h.parse::<IpAddr>().is_ok()),
+        Listen::Unix(_) => true,
+    };
+    let mut out = Vec::new();
+    let mut skipped = None;
+    for identity in planned_identities(listen, proto)? {
+        let family_index = u8::try_from(out.len()).unwrap_or(u8::MAX);
+        if let Some(reused) = reuse(&identity) {
+            out.push(Planned::Reused {
+                reused,
+                family_index,
+            });
+            continue;
+        }
+        let bound = match &identity.address {
+            SocketAddress::Unix(path) => bind_unix(path, !proto.is_udp(), backlog, owner),
+            SocketAddress::Inet(addr) => {
+                let shared = share_port(&identity);
+                match bind_inet(*addr, proto, backlog, shared) {
+                    Err(e) if family_missing(&e, *addr, literal) => {
+                        skipped.get_or_insert(e);
+                        continue;
+                    }
+                    Err(e) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+                    Ok(fd) => Ok(fd),
+                }
+            }
+        };
+        let fd = bound?;
+        let local = match &identity.address {
+            SocketAddress::Unix(path) => path.display().to_string(),
+            SocketAddress::Inet(addr) => SockRef::from(&fd)
+                .local_addr()?
+                .as_socket()
+                .map_or_else(|| addr.to_string(), |a| a.to_string()),
+        };
+        out.push(Planned::Bound(BoundListener {
+            fd,
+            family_index,
+            local,
+        }));
+    }
+    if out.is_empty() {
+        return Err(skipped
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to bind")));
+    }
+    Ok(out)
+}
+
+/// A socket the master already has, chosen by the caller of [`bind_listeners_reusing`].
+pub type Reused = usize;
+
+/// One address of an entry: bound now, or an open socket reused.
+#[derive(Debug)]
+pub enum Planned {
+    Bound(BoundListener),
+    Reused { reused: Reused, family_index: u8 },
+}
+
+/// [`bind_listeners_reusing`] with nothing to reuse.
 pub fn bind_listeners(
     listen: &Listen,
     proto: Proto,
     backlog: i32,
     owner: Option<(u32, u32)>,
 ) -> io::Result<Vec<BoundListener>> {
-    match listen {
-        Listen::Unix(path) => {
-            let fd = bind_unix(path, !proto.is_udp(), backlog, owner)?;
-            Ok(vec![BoundListener {
-                fd,
-                family_index: 0,
-                local: path.display().to_string(),
-            }])
+    Ok(
+        bind_listeners_reusing(listen, proto, backlog, owner, |_| None, |_| false)?
+            .into_iter()
+            .filter_map(|p| match p {
+                Planned::Bound(b) => Some(b),
+                Planned::Reused { .. } => None,
+            })
+            .collect(),
+    )
+}
+
+/// Whether two listening sockets compete for the same connections without being the same
+/// address: one port, one family, one kind, and one of them the wildcard (Linux sends a
+/// connection to the most specific of them). Binding both needs SO_REUSEPORT on both.
+pub fn overlaps(a: &SocketIdentity, b: &SocketIdentity) -> bool {
+    let (SocketAddress::Inet(x), SocketAddress::Inet(y)) = (&a.address, &b.address) else {
+        return false;
+    };
+    a.kind == b.kind
+        && x.port() == y.port()
+        && x.is_ipv4() == y.is_ipv4()
+        && x.ip() != y.ip()
+        && (x.ip().is_unspecified() || y.ip().is_unspecified())
+}
+
+/// Whether `wide` (a wildcard) serves every connection `narrow` (a specific address on the
+/// same port, family and kind) would: then `narrow` can go on serving under `wide`'s entry.
+pub fn covers(wide: &SocketIdentity, narrow: &SocketIdentity) -> bool {
+    match (&wide.address, &narrow.address) {
+        (SocketAddress::Inet(w), SocketAddress::Inet(_)) => {
+            w.ip().is_unspecified() && overlaps(wide, narrow)
         }
-        Listen::Inet { host, port } => {
-            let targets = inet_targets(host.as_deref(), *port, proto)?;
-            let literal = host.as_deref().is_some_and(|h| h.parse::<IpAddr>().is_ok());
-            let mut bound = Vec::new();
-            let mut skipped = None;
-            for addr in targets {
-                match bind_inet(addr, proto, backlog) {
-                    Ok(fd) => {
-                        let local = SockRef::from(&fd)
-                            .local_addr()?
-                            .as_socket()
-                            .map_or_else(|| addr.to_string(), |a| a.to_string());
-                        let family_index = u8::try_from(bound.len()).unwrap_or(u8::MAX);
-                        bound.push(BoundListener {
-                            fd,
-                            family_index,
-                            local,
-                        });
-                    }
-                    Err(e) if family_missing(&e, addr, literal) => {
-                        skipped.get_or_insert(e);
-                    }
-                    Err(e) => {
-                        return Err(io::Error::new(e.kind(), format!("{addr}: {e}")));
-                    }
-                }
-            }
-            if bound.is_empty() {
-                return Err(skipped.unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "no address to bind")
-                }));
-            }
-            Ok(bound)
-        }
+        _ => false,
     }
+}
+
+/// Let another socket of the master bind an address overlapping this one's (see
+/// [`overlaps`]). Only sockets of the same (root) user can then join the port.
+pub fn allow_port_sharing(fd: BorrowedFd<'_>) -> io::Result<()> {
+    SockRef::from(&fd).set_reuse_port(true)
 }
 
 /// The identities [`bind_listeners`] would produce for this entry, resolving names but binding
@@ -260,7 +330,12 @@ fn family_missing(e: &io::Error, addr: SocketAddr, literal: bool) -> bool {
     }
 }
 
-fn bind_inet(addr: SocketAddr, proto: Proto, backlog: i32) -> io::Result<OwnedFd> {
+fn bind_inet(
+    addr: SocketAddr,
+    proto: Proto,
+    backlog: i32,
+    share_port: bool,
+) -> io::Result<OwnedFd> {
     let (ty, stream) = if proto.is_udp() {
         (Type::DGRAM, false)
     } else {
@@ -270,6 +345,9 @@ fn bind_inet(addr: SocketAddr, proto: Proto, backlog: i32) -> io::Result<OwnedFd
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     if stream {
         socket.set_reuse_address(true)?;
+    }
+    if share_port {
+        socket.set_reuse_port(true)?;
     }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
