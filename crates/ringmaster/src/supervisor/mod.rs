@@ -396,7 +396,7 @@ impl Supervisor {
             Input::ListenerReadable { pool, waiting } => {
                 self.on_readable(pool, waiting, now, &mut out)
             }
-            Input::Note { pool, note } => self.on_note(pool, note, now, &mut out),
+            Input::Note { pool, note } => self.on_note(pool, note, now),
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
@@ -657,13 +657,7 @@ impl Supervisor {
             && self.fork_allowed_at(id).is_none_or(|t| t <= now)
     }
 
-    fn on_note(
-        &mut self,
-        pool: PoolId,
-        note: ringmaster_proto::RawNote,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
+    fn on_note(&mut self, pool: PoolId, note: ringmaster_proto::RawNote, now: Now) {
         let Some(message) = note.message() else {
             warn!(
                 "{}: unrecognized status note {} from pid {}",

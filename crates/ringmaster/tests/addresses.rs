@@ -1,0 +1,237 @@
+//! Reload edits that keep a port: sockets follow addresses, not entries, so changing an
+//! entry's `listen=` spelling, `proto=` or name never refuses a connection nor leaves the
+//! service down.
+
+mod common;
+
+use std::net::{Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// `clients` threads connecting to 127.0.0.1:port and reading the banner (every entry here
+/// greets with its step's tag), until `stop`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_failure: Arc<std::sync::Mutex<Option<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let first_failure = Arc::new(std::sync::Mutex::new(None));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, first) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    first_failure.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut rounds = 0u32;
+                    while !stop.load(Ordering::Relaxed) && rounds < 500_000 {
+                        rounds += 1;
+                        let outcome = TcpStream::connect(("127.0.0.1", port))
+                            .map_err(|e| e.to_string())
+                            .and_then(|s| {
+                                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                                let banner = read_line(&s);
+                                if banner.starts_with("step") {
+                                    Ok(())
+                                } else {
+                                    Err(format!("banner {banner:?}"))
+                                }
+                            });
+                        match outcome {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                if let Ok(mut f) = first.lock() {
+                                    f.get_or_insert(e);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            first_failure,
+            threads,
+        }
+    }
+
+    fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further connections were served.
+    fn wait_for_more(&self, more: u64) -> bool {
+        let base = self.served();
+        wait_until(WAIT, || self.served() >= base + more)
+    }
+
+    fn finish(self) -> (u64, u64, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let first = self.first_failure.lock().ok().and_then(|f| f.clone());
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            first,
+        )
+    }
+}
+
+fn entry(name: &str, listen: &str, extra: &str, tag: &str) -> String {
+    format!(
+        "SERVICES {{\n  {name} cmd=\"{WORKER} --banner {tag}\" listen=\"{listen}\" prefork=2 {extra}\n}}\n"
+    )
+}
+
+/// Reloads onto `conf` and waits until new connections see `tag`.
+fn reload_to(m: &mut Master, port: u16, conf: &str, tag: &str) {
+    m.rewrite_conf(conf);
+    m.signal(Signal::SIGHUP);
+    let mut banner = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            banner = TcpStream::connect(("127.0.0.1", port))
+                .map(|s| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    read_line(&s)
+                })
+                .unwrap_or_default();
+            banner.contains(tag)
+        }),
+        "new connections never saw {tag}: last banner {banner:?}\n{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn listen_and_proto_edits_that_keep_the_port_refuse_nothing() {
+    let dir = TestDir::new("addredits");
+    let port = free_port();
+    let local = format!("127.0.0.1:{port}");
+    let wildcard = port.to_string();
+    let mut m = Start::new(&dir, &entry("imap", &local, "", "step0")).start();
+    m.wait_children(2);
+    let load = Load::start(port, 4);
+    assert!(load.wait_for_more(20), "{}", m.log_text());
+    let steps = [
+        entry("imap", &wildcard, "", "step1"),
+        entry("imap", &wildcard, "proto=tcp4", "step2"),
+        entry("imap2", &wildcard, "proto=tcp4", "step3"),
+        entry("imap2", &local, "", "step4"),
+    ];
+    for (i, conf) in steps.iter().enumerate() {
+        reload_to(&mut m, port, conf, &format!("step{}", i + 1));
+        assert!(load.wait_for_more(50), "{}", m.log_text());
+    }
+    let (ok, failed, first) = load.finish();
+    let log = m.log_text();
+    assert_eq!(failed, 0, "{ok} served; first failure: {first:?}\n{log}");
+    assert!(!log.contains("stays down"), "{log}");
+    assert!(!log.contains("Address already in use"), "{log}");
+    // The service ends up serving on the address it was first given, with workers.
+    let (_s, banner) = connect(port);
+    assert!(banner.contains("step4"), "{banner}");
+    m.stop();
+}
+
+#[test]
+fn a_dual_stack_service_reloaded_as_tcp4_keeps_its_ipv4_socket() {
+    if skip_unless(
+        std::net::TcpListener::bind("[::1]:0").is_ok(),
+        "IPv6 on loopback",
+    ) {
+        return;
+    }
+    let dir = TestDir::new("dualtcp4");
+    let port = free_port();
+    let wildcard = port.to_string();
+    let mut m = Start::new(&dir, &entry("imap", &wildcard, "", "step_dual")).start();
+    let before = m.wait_children(4);
+    let (v6, banner) = connect_addr(SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+    assert!(banner.contains("step_dual"), "{banner}");
+    drop(v6);
+    let load = Load::start(port, 2);
+    assert!(load.wait_for_more(20), "{}", m.log_text());
+    reload_to(
+        &mut m,
+        port,
+        &entry("imap", &wildcard, "proto=tcp4", "step_four"),
+        "step_four",
+    );
+    assert!(load.wait_for_more(50), "{}", m.log_text());
+    let (ok, failed, first) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{ok} served; first failure: {first:?}\n{}",
+        m.log_text()
+    );
+    // IPv4 is served by the new generation alone; the IPv6 socket went away with its family.
+    let mut now = Default::default();
+    assert!(
+        wait_until(WAIT, || {
+            now = m.children();
+            now.len() >= 2 && now.is_disjoint(&before)
+        }),
+        "old workers {before:?} gone, new ones running: {now:?}\n{}",
+        m.log_text()
+    );
+    assert!(
+        wait_until(WAIT, || TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+            .is_err()),
+        "[::1]:{port} still accepts after the change to tcp4"
+    );
+    m.stop();
+}
+
+#[test]
+fn a_reload_whose_new_address_cannot_be_bound_keeps_the_old_one_serving() {
+    let dir = TestDir::new("badbind");
+    let port = free_port();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = busy.local_addr().expect("addr").port();
+    let mut m = Start::new(
+        &dir,
+        &entry("imap", &format!("127.0.0.1:{port}"), "", "before"),
+    )
+    .start();
+    let before = m.wait_children(2);
+    m.rewrite_conf(&entry("imap", &format!("127.0.0.1:{taken}"), "", "after"));
+    m.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(WAIT, || m.log_text().contains("keeps serving")),
+        "{}",
+        m.log_text()
+    );
+    let (_s, banner) = connect(port);
+    assert!(banner.contains("before"), "{banner}");
+    assert!(
+        m.children().is_superset(&before),
+        "the old workers were not recycled: {before:?}\n{}",
+        m.log_text()
+    );
+    drop(busy);
+    m.stop();
+}
