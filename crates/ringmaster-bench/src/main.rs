@@ -57,6 +57,21 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// What reloads cost clients: the same load with and without a SIGHUP every interval,
+    /// alternated over several runs; medians with their spread, and the ratios.
+    ReloadLatency {
+        #[command(flatten)]
+        common: Common,
+        /// Workers kept ready.
+        #[arg(long, default_value_t = 4)]
+        prefork: u32,
+        /// Interval between SIGHUPs to the master, in ms.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// Runs of each kind (with and without reloads), alternated.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -356,9 +371,120 @@ fn load_report(common: &Common, spec: &ServiceSpec, title: &str) {
     report(title, &cols);
 }
 
+/// The figures of one load run that the reload-latency comparison uses.
+#[derive(Debug, Clone, Copy)]
+struct LoadFigures {
+    per_second: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    failures: f64,
+}
+
+fn figures(rows: &[Row]) -> Option<LoadFigures> {
+    let get = |name: &str| rows.iter().find(|r| r.name == name).and_then(|r| r.value);
+    Some(LoadFigures {
+        per_second: get("connections/s")?,
+        p99_ms: get("latency p99 ms")?,
+        max_ms: get("latency max ms")?,
+        failures: get("failures")?,
+    })
+}
+
+/// Median and spread (min, max) of some values.
+fn median_spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u32) {
+    println!(
+        "\n== reload latency: {} clients, prefork={}, {:.1} s per run, SIGHUP every {} ms, {} runs of each kind, alternated",
+        common.clients,
+        spec.prefork,
+        common.duration,
+        every.as_millis(),
+        runs
+    );
+    for (kind, program) in common.masters() {
+        let mut quiet = Vec::new();
+        let mut reloading = Vec::new();
+        let mut error = None;
+        for _ in 0..runs.max(1) {
+            for (hup, into) in [(None, &mut quiet), (Some(every), &mut reloading)] {
+                match load_scenario(kind, &program, spec, common, hup) {
+                    Ok(rows) => {
+                        if let Some(f) = figures(&rows) {
+                            into.push(f);
+                        }
+                    }
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        println!("\n{}:", kind.label());
+        if let Some(e) = error {
+            println!("  FAILED (some runs): {e}");
+        }
+        println!(
+            "  {:<16}{:>28}{:>28}{:>8}",
+            "", "no reloads: median [min-max]", "reloads: median [min-max]", "ratio"
+        );
+        let metrics: [(&str, fn(&LoadFigures) -> f64, &str); 4] = [
+            ("connections/s", |f| f.per_second, ">= 0.95"),
+            ("latency p99 ms", |f| f.p99_ms, "<= 1.1"),
+            ("latency max ms", |f| f.max_ms, "<= 1.2"),
+            ("failures", |f| f.failures, "0"),
+        ];
+        for (name, get, target) in metrics {
+            let (qm, qlo, qhi) = median_spread(quiet.iter().map(get).collect());
+            let (rm, rlo, rhi) = median_spread(reloading.iter().map(get).collect());
+            let ratio = if qm > 0.0 {
+                format!("{:.2}", rm / qm)
+            } else {
+                "-".into()
+            };
+            println!(
+                "  {name:<16}{:>28}{:>28}{ratio:>8}  (target {target})",
+                format!(
+                    "{} [{}-{}]",
+                    fmt_value(Some(qm)),
+                    fmt_value(Some(qlo)),
+                    fmt_value(Some(qhi))
+                ),
+                format!(
+                    "{} [{}-{}]",
+                    fmt_value(Some(rm)),
+                    fmt_value(Some(rlo)),
+                    fmt_value(Some(rhi))
+                ),
+            );
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::ReloadLatency {
+            common,
+            prefork,
+            interval_ms,
+            runs,
+        } => {
+            let every = Duration::from_millis(interval_ms.max(1));
+            reload_latency(&common, &common.spec(prefork, 0), every, runs);
+        }
         Cmd::Spawn(common) => {
             let title = format!(
                 "spawn: prefork=0, -U 1, {} clients, {:.1} s",
