@@ -390,6 +390,9 @@ fn figures(rows: &[Row]) -> Option<LoadFigures> {
     })
 }
 
+/// A figure of a run: its name, how to read it, and the target for the ratio.
+type Metric = (&'static str, fn(&LoadFigures) -> f64, &'static str);
+
 /// Median and spread (min, max) of some values.
 fn median_spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -440,7 +443,7 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
             "  {:<16}{:>28}{:>28}{:>8}",
             "", "no reloads: median [min-max]", "reloads: median [min-max]", "ratio"
         );
-        let metrics: [(&str, fn(&LoadFigures) -> f64, &str); 4] = [
+        let metrics: [Metric; 4] = [
             ("connections/s", |f| f.per_second, ">= 0.95"),
             ("latency p99 ms", |f| f.p99_ms, "<= 1.1"),
             ("latency max ms", |f| f.max_ms, "<= 1.2"),
