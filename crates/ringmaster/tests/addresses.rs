@@ -235,3 +235,44 @@ fn a_reload_whose_new_address_cannot_be_bound_keeps_the_old_one_serving() {
     drop(busy);
     m.stop();
 }
+
+#[test]
+fn a_busy_old_worker_is_not_told_to_exit_before_its_replacement_is_ready() {
+    let dir = TestDir::new("heldbusy");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let one = |tag: &str| {
+        format!("SERVICES {{\n  imap cmd=\"{WORKER} --banner {tag}\" listen=\"{listen}\" prefork=1\n}}\n")
+    };
+    let mut m = Start::new(&dir, &one("step_old")).start();
+    m.wait_children(1);
+    let (mut busy, banner) = connect(port);
+    assert!(banner.contains("step_old"), "{banner}");
+    let old_pid = ask(&mut busy, "PID");
+    // The replacement takes seconds to start: a worker told to exit now would leave the
+    // next client waiting for it.
+    m.rewrite_conf(&one("step_new --start-delay-ms 3000"));
+    m.signal(Signal::SIGHUP);
+    assert!(wait_until(WAIT, || m.log_text().contains("reloading")));
+    assert_eq!(ask(&mut busy, "QUIT"), "* BYE");
+    drop(busy);
+    // The old worker finished its client and serves the next one at once.
+    let (mut next, banner) = connect(port);
+    assert!(
+        banner.contains("step_old"),
+        "the next client waited for the new worker: {banner}\n{}",
+        m.log_text()
+    );
+    assert_eq!(ask(&mut next, "PID"), old_pid);
+    drop(next);
+    // Once the replacement is ready, the old worker goes.
+    let old: i32 = old_pid.parse().expect("pid");
+    assert!(
+        wait_until(WAIT, || !m.children().contains(&old)),
+        "{}",
+        m.log_text()
+    );
+    let (_s, banner) = connect(port);
+    assert!(banner.contains("step_new"), "{banner}");
+    m.stop();
+}
