@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
-use crate::launch::{self, IdentityPolicy, Launcher, Sources};
+use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
 use crate::supervisor::schedule::LocalTime;
@@ -54,17 +54,8 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     }
     sys::clock::init_timezone();
 
-    let sources = Sources {
-        cyrus_conf: args.paths.cyrus_conf.clone(),
-        imapd_conf: args.paths.imapd_conf_path(),
-        imapd_conf_required: args.paths.imapd_conf.is_some(),
-        service_path: launch::parse_service_path(&args.service_path),
-    };
-    let policy = IdentityPolicy {
-        am_root: sys::users::is_root(),
-        cli_user: args.user.clone(),
-        cli_group: args.group.clone(),
-    };
+    let sources = launch::sources(&args.paths, &args.service_path);
+    let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
     let mut launcher = match Launcher::load(sources, policy) {
         Ok(l) => l,
         Err(problems) => {

@@ -201,9 +201,11 @@ fn failing_start_command_stops_startup() {
 }
 
 #[test]
-fn missing_executable_exits_78() {
+fn missing_start_executable_exits_78() {
+    // A missing service program only takes its service down (tests/isolation.rs); START
+    // prepares what everything else needs, so a missing START program stops start-up.
     let dir = TestDir::new("noexe");
-    let conf = "SERVICES {\n  x cmd=\"/usr/bin/no-such-exe\" listen=\"127.0.0.1:1\"\n}\n";
+    let conf = "START {\n  x cmd=\"/usr/bin/no-such-exe\"\n}\n";
     let mut m = Start::new(&dir, conf).spawn();
     let status = m.wait_exit(WAIT).expect("master exits");
     assert_eq!(status.code(), Some(78));

@@ -122,6 +122,15 @@ pub fn bind_listeners(
                     Err(e) if family_missing(&e, addr, literal) => {
                         skipped.get_or_insert(e);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied && *port < 1024 => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{addr}: {e}: a port below 1024 needs a master started as root \
+                                 or with CAP_NET_BIND_SERVICE"
+                            ),
+                        ));
+                    }
                     Err(e) => {
                         return Err(io::Error::new(e.kind(), format!("{addr}: {e}")));
                     }
