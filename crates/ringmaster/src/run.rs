@@ -125,6 +125,7 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             ringmaster_proto::ENV_EXIT_NOTES.to_string(),
             "1".to_string(),
         )],
+        bind_errors_fatal: imapd.master_bind_errors_fatal(),
     };
     let config = launcher.setup().config.clone();
     info!(
@@ -137,13 +138,14 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     );
     let supervisor = Supervisor::new(config, settings, local_clock);
     let ready_for_closure = ready_file.clone();
-    let on_ready = Box::new(move || {
-        if let Some(path) = &ready_for_closure {
+    let on_ready = Box::new(move |all_listening: bool| {
+        if let (Some(path), true) = (&ready_for_closure, all_listening) {
             if let Err(err) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 warn!("cannot write ready file {}: {err}", path.display());
             }
         }
-        // The parent of a daemonized master exits 0 once every service listens.
+        // The parent of a daemonized master exits 0 once start-up is complete, even with
+        // services down (they are logged, and retried): the master is running.
         if let Some(d) = daemon.take() {
             let _ = d.ready();
         }

@@ -12,12 +12,14 @@
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 
+mod faults;
 pub mod schedule;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use faults::EXIT_BIND_FAILED;
 pub use types::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -66,6 +68,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Extra environment for every child (the exit-note offer, for one).
     pub worker_env: Vec<(String, String)>,
+    /// imapd.conf's `master_bind_errors_fatal`: a bind failure at start-up stops the master.
+    pub bind_errors_fatal: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(300),
             worker_env: Vec::new(),
+            bind_errors_fatal: false,
         }
     }
 }
@@ -185,8 +190,10 @@ struct Service {
     families: Vec<u8>,
     /// Removed or replaced by a reload: its workers drain, it forks no more.
     retiring: bool,
-    /// Bound (or tried to); a service that failed to bind stays down.
+    /// Bound (or tried to).
     bound: bool,
+    /// Its last bind failed: down until a retry succeeds.
+    down: Option<faults::BindDown>,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +270,7 @@ pub struct Supervisor {
     /// Children that are neither workers nor daemons nor events (START commands).
     others: HashMap<Pid, Role>,
     reload: ReloadState,
+    faults: faults::Faults,
 }
 
 impl Supervisor {
@@ -284,6 +292,7 @@ impl Supervisor {
             events: Vec::new(),
             others: HashMap::new(),
             reload: ReloadState::default(),
+            faults: faults::Faults::default(),
         }
     }
 
@@ -356,6 +365,7 @@ impl Supervisor {
             if self.reload.pending {
                 consider(self.reload.recheck_at);
             }
+            consider(self.next_bind_retry());
         }
         if !matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
             for d in &self.daemons {
@@ -384,8 +394,10 @@ impl Supervisor {
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
-            Input::Bound { service, families } => self.on_bound(service, families),
-            Input::BindFailed { service, error } => self.on_bind_failed(service, &error),
+            Input::Bound { service, families } => self.on_bound(service, families, &mut out),
+            Input::BindFailed { service, error } => {
+                self.on_bind_failed(service, &error, now, &mut out)
+            }
             Input::DaemonReady { name } => self.on_daemon_ready(&name, now, &mut out),
             Input::DaemonNotReady { name, reason } => {
                 error!("daemon {name} did not say it was ready: {reason}");
@@ -403,6 +415,7 @@ impl Supervisor {
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
         self.on_timers(now, &mut out);
+        self.retry_binds(now.mono, &mut out);
         self.maintain(now, &mut out);
         out
     }
@@ -461,6 +474,7 @@ impl Supervisor {
         for spec in self.config.services.clone() {
             self.add_service(spec, Vec::new(), out);
         }
+        let binds = self.config.services.len();
         self.events = self
             .config
             .events
@@ -468,7 +482,8 @@ impl Supervisor {
             .into_iter()
             .map(|spec| self.new_event(spec, now))
             .collect();
-        out.push(Action::Ready);
+        // Action::Ready follows once every bind has an outcome (faults.rs).
+        self.expect_startup_binds(binds, out);
     }
 
     fn add_service(
@@ -494,14 +509,16 @@ impl Supervisor {
                 families: Vec::new(),
                 retiring: false,
                 bound: false,
+                down: None,
             },
         );
     }
 
-    fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>) {
+    fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>, out: &mut Vec<Action>) {
         let Some(service) = self.services.get_mut(&key) else {
             return;
         };
+        let first = !service.bound;
         service.bound = true;
         for &family in &families {
             self.pools
@@ -512,16 +529,7 @@ impl Supervisor {
                 .or_insert_with(Pool::new);
         }
         service.families = families;
-    }
-
-    fn on_bind_failed(&mut self, key: ServiceKey, err: &str) {
-        if let Some(service) = self.services.get_mut(&key) {
-            error!(
-                "unable to create {} listener socket on {}: {err}; the service stays down",
-                service.spec.name, service.spec.listen
-            );
-            service.bound = true;
-        }
+        self.bind_succeeded(key, first, out);
     }
 
     // ----- events in ------------------------------------------------------------------
@@ -905,10 +913,11 @@ impl Supervisor {
         })
     }
 
-    fn apply_reload(&mut self, new: Config, now: Now, out: &mut Vec<Action>) {
+    fn apply_reload(&mut self, mut new: Config, now: Now, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
+        let untouched = self.keep_unresolved(&mut new);
         info!("reloading: recycling every service onto the new configuration");
         self.reload.applied_at = Some(now.mono);
 
@@ -940,7 +949,7 @@ impl Supervisor {
             .map(|(k, _)| *k)
             .collect();
         for spec in added {
-            info!("reload: new service {} on {}", spec.name, spec.listen);
+            // "reload: new service" is logged once its bind has an outcome (faults.rs).
             self.add_service(spec, releases.clone(), out);
         }
         for key in &releases {
@@ -953,6 +962,9 @@ impl Supervisor {
         // Every kept pool moves to a new generation; every older worker is recycled.
         let pool_ids: Vec<PoolId> = self.pools.keys().copied().collect();
         for id in pool_ids {
+            if untouched.services.contains(&id.service) {
+                continue;
+            }
             let retiring = self.services.get(&id.service).is_none_or(|s| s.retiring);
             let Some(pool) = self.pools.get_mut(&id) else {
                 continue;
@@ -1031,6 +1043,9 @@ impl Supervisor {
 
         // DAEMONs: every one is recycled (SIGTERM, then started from the new config).
         for d in &mut self.daemons {
+            if untouched.daemons.contains(&d.spec.name) {
+                continue;
+            }
             match new.daemons.iter().find(|n| n.name == d.spec.name) {
                 Some(spec) => d.replacement = Some(spec.clone()),
                 None => d.removed = true,
@@ -1038,6 +1053,9 @@ impl Supervisor {
         }
         for index in 0..self.daemons.len() {
             let d = &mut self.daemons[index];
+            if untouched.daemons.contains(&d.spec.name) {
+                continue;
+            }
             match d.pid {
                 Some(pid) => {
                     d.term_at = Some(now.mono);
