@@ -435,7 +435,10 @@ fn two_services_on_one_port_the_first_wins_and_the_master_runs_on() {
     let conf = format!(
         "SERVICES {{\n  first cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n  second cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n}}\n"
     );
-    let m = Start::new(&dir, &conf).start();
+    // The second is down (and retried), so the ready file waits: wait for start-up instead.
+    let m = Start::new(&dir, &conf).spawn();
+    assert!(m.wait_log("ready for work"), "{}", m.log_text());
+    assert!(!m.ready.exists(), "no ready file while a service is down");
     assert!(
         m.log_text()
             .contains("unable to create second listener socket"),
