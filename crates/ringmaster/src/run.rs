@@ -129,12 +129,19 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     };
     let config = launcher.setup().config.clone();
     info!(
-        "starting: {} START, {} services, {} events, {} daemons from {}",
+        "starting: {} START, {} services, {} events, {} daemons from {}{}",
         config.start.len(),
         config.services.len(),
         config.events.len(),
         config.daemons.len(),
-        args.paths.cyrus_conf.display()
+        args.paths.cyrus_conf.display(),
+        match config.unresolved.services.len()
+            + config.unresolved.events.len()
+            + config.unresolved.daemons.len()
+        {
+            0 => String::new(),
+            n => format!(" ({n} more entries down: program or user not found)"),
+        }
     );
     let supervisor = Supervisor::new(config, settings, local_clock);
     let ready_for_closure = ready_file.clone();
