@@ -410,3 +410,65 @@ fn bind_errors_fatal_stops_start_up_as_cyrus_does() {
     assert!(!m.ready.exists());
     drop(occupied);
 }
+
+#[test]
+fn a_daemonized_master_returns_0_once_started_even_with_a_service_down() {
+    let dir = TestDir::new("iso-daemon");
+    let occupied = TcpListener::bind("127.0.0.1:0").expect("occupy a port");
+    let busy = occupied.local_addr().expect("addr").port();
+    let free = free_port();
+    let conf = format!(
+        "SERVICES {{\n{}{}}}\n",
+        echo("late", busy, ""),
+        echo("early", free, "")
+    );
+    write_files(&dir, &conf);
+    let (pidfile, ready, log) = (
+        dir.path("master.pid"),
+        dir.path("master.ready"),
+        dir.path("master.log"),
+    );
+    let mut cmd = Command::new(MASTER);
+    cmd.arg("-d")
+        .arg("-M")
+        .arg(dir.path("cyrus.conf"))
+        .arg("-C")
+        .arg(dir.path("imapd.conf"))
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("-r")
+        .arg(&ready)
+        .arg("-L")
+        .arg(&log)
+        .stdin(Stdio::null());
+    if is_root() {
+        cmd.arg("-u").arg("nobody");
+    }
+    let mut parent = cmd.spawn().expect("run ringmaster -d");
+    let mut status = None;
+    wait_until(WAIT, || {
+        status = parent.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let daemon: Option<i32> = read_to_string(&pidfile).trim().parse().ok();
+    let ready_then = ready.exists();
+    let (_s, banner) = connect(free);
+    if let Some(pid) = daemon {
+        kill(pid, Signal::SIGTERM);
+        wait_until(WAIT, || matches!(state_of(pid), None | Some('Z')));
+    }
+    if status.is_none() {
+        let _ = parent.kill();
+        let _ = parent.wait();
+    }
+    drop(occupied);
+    let text = read_to_string(&log);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{text}");
+    assert!(daemon.is_some(), "{text}");
+    assert!(!ready_then, "no ready file while a service is down: {text}");
+    assert!(banner.starts_with("* OK"), "{banner}");
+    assert!(
+        text.contains("ready for work, with these down: service late"),
+        "{text}"
+    );
+}

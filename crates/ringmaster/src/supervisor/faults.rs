@@ -24,6 +24,9 @@ pub const EXIT_BIND_FAILED: i32 = 69;
 pub(super) struct BindDown {
     pub(super) error: String,
     pub(super) attempts: u32,
+    /// The retry that counts: an entry of [`Faults::retries`] at another time is stale (the
+    /// service was bound again in between).
+    retry_at: Option<Instant>,
 }
 
 /// Start-up readiness and the bind retry schedule.
@@ -101,9 +104,12 @@ impl Supervisor {
         let first = !service.bound;
         service.bound = true;
         let attempts = service.down.as_ref().map_or(0, |d| d.attempts) + 1;
+        let delay = bind_backoff(attempts);
+        let retry_at = (!fatal && !service.retiring).then_some(now.mono + delay);
         service.down = Some(BindDown {
             error: err.to_string(),
             attempts,
+            retry_at,
         });
         let (name, listen) = (&service.spec.name, &service.spec.listen);
         if fatal {
@@ -114,10 +120,9 @@ impl Supervisor {
             self.begin_stop(now, EXIT_BIND_FAILED, out);
             return;
         }
-        let delay = bind_backoff(attempts);
-        if service.retiring {
+        let Some(retry_at) = retry_at else {
             return;
-        }
+        };
         if attempts == 1 {
             let what = if first && announced {
                 format!("reload: new service {name} on {listen} cannot listen")
@@ -135,7 +140,7 @@ impl Supervisor {
                 delay.as_secs()
             );
         }
-        self.faults.retries.insert((now.mono + delay, key));
+        self.faults.retries.insert((retry_at, key));
         if first && !announced {
             self.faults.awaiting = self.faults.awaiting.saturating_sub(1);
             self.check_started(out);
@@ -160,7 +165,8 @@ impl Supervisor {
             let Some(service) = self.services.get(&key) else {
                 continue;
             };
-            if service.retiring || service.down.is_none() {
+            let current = service.down.as_ref().and_then(|d| d.retry_at) == Some(at);
+            if service.retiring || !current {
                 continue;
             }
             out.push(Action::Bind {
