@@ -1,56 +1,51 @@
 //! `ringmaster check`: validate a configuration and say what would run.
 //!
-//! Prints every error and warning of cyrus.conf and imapd.conf (rendered with the source line
-//! and a caret), then, when cyrus.conf is usable, a summary of what the master would run.
-//! The last line says whether the configuration is valid. Exit status: 0 when it is usable
-//! (warnings allowed), [`EX_CONFIG`] (78, from sysexits.h, as Cyrus's master uses) when not.
+//! Loads the configuration through the master's own loading path ([`launch::prepare`]) with
+//! the master's flags, so programs and users are resolved exactly as at start-up. Prints every
+//! error and warning of cyrus.conf and imapd.conf (rendered with the source line and a
+//! caret), then, when the master would start, a summary of what it would run and what would
+//! be down. The last line says what would happen. Exit status: 0 when everything would run
+//! (warnings allowed), [`EX_DOWN`] (1) when the master would run with the listed entries
+//! down, [`EX_CONFIG`] (78, from sysexits.h, as Cyrus's master uses) when it would refuse to
+//! start.
 
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 
 use crate::cli::CheckArgs;
-use crate::config::{
-    self, imapd, render, Config, Diagnostic, ImapdConf, ParseEnv, Schedule, Severity,
-};
+use crate::config::{self, render, Config, ImapdConf, ParseEnv, Schedule, Severity, Unresolved};
+use crate::launch;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
 pub const EX_CONFIG: i32 = 78;
+/// The master would run, with some entries down.
+pub const EX_DOWN: i32 = 1;
 
-/// Runs the check with the machine's services database and service directory, printing to
-/// `out`; returns the process exit status.
+/// Runs the check with the machine's services database, printing to `out`; returns the
+/// process exit status.
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> i32 {
-    run_with(args, &ParseEnv::system(), out)
+    run_with(args, &launch::parse_env(), out)
 }
 
-/// [`run`] with an explicit parse environment.
+/// [`run`] with an explicit parse environment. Loads through [`launch::prepare`], the
+/// master's own loading path, with the master's flags, so the verdict is the master's.
 pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
-    let cyrus_path = &args.paths.cyrus_conf;
-    let cyrus_name = cyrus_path.display().to_string();
-    let (config, mut diags) = match config::load_cyrus_conf_with(cyrus_path, env) {
-        Ok(loaded) => (Some(loaded.config), loaded.warnings),
+    let cyrus_name = args.paths.cyrus_conf.display().to_string();
+    let sources = launch::sources(&args.paths, &args.service_path);
+    let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
+    let (prepared, diags) = match launch::prepare(&sources, &policy, env) {
+        Ok(p) => {
+            let mut diags = p.warnings.clone();
+            diags.extend(p.down.iter().cloned());
+            diags.sort_by(|a, b| {
+                (&a.location.file, a.location.line, a.location.col).cmp(&(
+                    &b.location.file,
+                    b.location.line,
+                    b.location.col,
+                ))
+            });
+            (Some(p), diags)
+        }
         Err(diags) => (None, diags),
-    };
-
-    let imapd_path = args.paths.imapd_conf_path();
-    let imapd_name = imapd_path.display().to_string();
-    let imapd = match imapd::load_imapd_conf_all(&imapd_path) {
-        Ok((conf, more)) => {
-            diags.extend(more);
-            Some(conf)
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            diags.push(Diagnostic::file_warning(
-                &imapd_name,
-                "not found; Cyrus's defaults apply",
-            ));
-            None
-        }
-        Err(e) => {
-            diags.push(Diagnostic::file_error(
-                &imapd_name,
-                format!("cannot read: {e}"),
-            ));
-            None
-        }
     };
 
     for d in &diags {
@@ -64,30 +59,59 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
     if !diags.is_empty() {
         let _ = writeln!(out);
     }
-    if let Some(config) = &config {
-        let _ = write!(out, "{}", summary(config));
-    }
-    if let Some(conf) = &imapd {
-        let _ = write!(out, "{}", imapd_summary(&imapd_name, conf));
-    }
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    if errors == 0 {
-        let note = if warnings > 0 {
-            format!(" ({})", plural(warnings, "warning"))
-        } else {
-            String::new()
-        };
+    let Some(prepared) = prepared else {
+        let _ = writeln!(
+            out,
+            "error: the configuration is invalid: {}, {}; the master would not start",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+        return EX_CONFIG;
+    };
+    let config = &prepared.setup.config;
+    let _ = write!(out, "{}", summary(config));
+    let down = down_list(&config.unresolved);
+    if !down.is_empty() {
+        let _ = writeln!(out, "DOWN ({}):", down.len());
+        for d in &down {
+            let _ = writeln!(out, "  {d}");
+        }
+    }
+    let imapd_name = sources.imapd_conf.display().to_string();
+    if sources.imapd_conf.exists() {
+        let _ = write!(out, "{}", imapd_summary(&imapd_name, &prepared.setup.imapd));
+    }
+    let note = if warnings > 0 {
+        format!(" ({})", plural(warnings, "warning"))
+    } else {
+        String::new()
+    };
+    if down.is_empty() {
         let _ = writeln!(out, "ok: {cyrus_name} is valid{note}");
         0
     } else {
         let _ = writeln!(
             out,
-            "error: the configuration is invalid: {}, {}",
-            plural(errors, "error"),
-            plural(warnings, "warning")
+            "down: the master would run without {}{note}",
+            down.join(", ")
         );
-        EX_CONFIG
+        EX_DOWN
     }
+}
+
+/// The entries that would be down, as `service nntp`, `event x`, `daemon y`.
+fn down_list(unresolved: &Unresolved) -> Vec<String> {
+    let named = |kind: &str, names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+    };
+    let mut all = named("service", &unresolved.services);
+    all.extend(named("event", &unresolved.events));
+    all.extend(named("daemon", &unresolved.daemons));
+    all
 }
 
 /// Says an event's schedule in words.

@@ -27,8 +27,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse and validate cyrus.conf (and imapd.conf), print every error and warning with
-    /// file:line:col and a summary of what would run. Exit 0 when the config is usable.
+    /// Load cyrus.conf and imapd.conf as the master would (programs and users resolved), print
+    /// every error and warning with file:line:col and a summary of what would run. Exit 0: it
+    /// all runs; 1: the master would run with the listed entries down; 78: it would refuse
+    /// to start.
     Check(CheckArgs),
     /// Run a built-in demo configuration (an echo service on 127.0.0.1) in the foreground.
     Demo(DemoArgs),
@@ -54,10 +56,21 @@ impl ConfigPaths {
     }
 }
 
+/// `check` takes the master's flags that change what runs, so that it resolves programs and
+/// users exactly as the master would.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub paths: ConfigPaths,
+    /// As for the master: the default user for workers, events and daemons.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// As for the master: the default group for workers.
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// As for the master: where relative `cmd=` programs are looked up.
+    #[arg(long, value_name = "DIRS", default_value = crate::launch::DEFAULT_SERVICE_PATH)]
+    pub service_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -169,10 +182,22 @@ mod tests {
 
     #[test]
     fn check_takes_paths() {
-        let cli = Cli::try_parse_from(["ringmaster", "check", "-M", "a.conf"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "ringmaster",
+            "check",
+            "-M",
+            "a.conf",
+            "-u",
+            "mail",
+            "--service-path",
+            "/opt/bin",
+        ])
+        .unwrap();
         match cli.command {
             Some(Command::Check(args)) => {
-                assert_eq!(args.paths.cyrus_conf, PathBuf::from("a.conf"))
+                assert_eq!(args.paths.cyrus_conf, PathBuf::from("a.conf"));
+                assert_eq!(args.user.as_deref(), Some("mail"));
+                assert_eq!(args.service_path, "/opt/bin");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -1,16 +1,20 @@
 //! Everything the master knows before it forks: the loaded configuration, where each program
 //! lives, who each process runs as, and the environment children get.
 //!
-//! Loading is all-or-nothing: a configuration is only handed to the supervisor once every
-//! entry's program is found and every identity is resolved, so a reload can never half-apply.
+//! One loading path ([`prepare`]) for start-up, reload and `ringmaster check`: a syntax error
+//! rejects the whole file; an entry whose program or user cannot be resolved is left out (and
+//! named in `Config::unresolved`) so that every other entry runs.
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ImapdConf, RunAs};
+use crate::config::{
+    self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Unresolved,
+};
 use crate::supervisor::SpawnRequest;
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
@@ -71,9 +75,17 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    /// Loads the configuration for start-up; Err carries every problem, ready to print.
+    /// Loads the configuration for start-up. Err: the master must not start; it carries every
+    /// problem, rendered. Entries that are down are logged here and left out.
     pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, Vec<String>> {
-        let setup = prepare(&sources, &policy)?;
+        let prepared = prepare(&sources, &policy, &parse_env())
+            .map_err(|diags| diags.iter().map(config::render).collect::<Vec<_>>())?;
+        for warning in &prepared.warnings {
+            warn!("{}", config::render(warning).trim_end());
+        }
+        for problem in &prepared.down {
+            error!("{problem}; it stays down");
+        }
         let base_env = std::env::vars()
             .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
             .filter(|(k, _)| {
@@ -86,7 +98,7 @@ impl Launcher {
             sources,
             policy,
             base_env,
-            setup,
+            setup: prepared.setup,
             child_nice: None,
         })
     }
@@ -101,21 +113,28 @@ impl Launcher {
     }
 
     /// Reads the configuration again for a reload. Invalid: every problem is logged, the
-    /// running setup stays as it was, and None is returned.
+    /// running setup stays as it was, and None is returned. Entries that are down are
+    /// logged; the supervisor keeps what runs under their names.
     pub fn reload(&mut self) -> Option<Config> {
-        match prepare(&self.sources, &self.policy) {
-            Ok(setup) => {
+        match prepare(&self.sources, &self.policy, &parse_env()) {
+            Ok(prepared) => {
+                for warning in &prepared.warnings {
+                    warn!("reload: {}", config::render(warning).trim_end());
+                }
+                for problem in &prepared.down {
+                    error!("reload: {problem}");
+                }
                 info!(
                     "configuration reloaded from {}",
                     self.sources.cyrus_conf.display()
                 );
-                let config = setup.config.clone();
-                self.setup = setup;
+                let config = prepared.setup.config.clone();
+                self.setup = prepared.setup;
                 Some(config)
             }
             Err(problems) => {
-                for problem in problems {
-                    error!("reload: {problem}");
+                for problem in problems.iter().filter(|d| d.is_error()) {
+                    error!("reload: {}", config::render(problem).trim_end());
                 }
                 error!("reload rejected: still running the previous configuration");
                 None
@@ -209,6 +228,34 @@ pub fn find_program(argv0: &str, service_path: &[PathBuf]) -> Option<PathBuf> {
         .find_map(|dir| config::resolve_executable(argv0, dir))
 }
 
+/// The parse environment of the master and of `check`: the machine's services database; no
+/// executable lookups while parsing, as [`prepare`] resolves programs along the service path.
+pub fn parse_env() -> ParseEnv {
+    ParseEnv {
+        services: ServicesDb::system(),
+        service_dir: None,
+    }
+}
+
+/// Where the configuration comes from, given the master's flags.
+pub fn sources(paths: &crate::cli::ConfigPaths, service_path: &str) -> Sources {
+    Sources {
+        cyrus_conf: paths.cyrus_conf.clone(),
+        imapd_conf: paths.imapd_conf_path(),
+        imapd_conf_required: paths.imapd_conf.is_some(),
+        service_path: parse_service_path(service_path),
+    }
+}
+
+/// Who children run as, given the master's flags and who runs this process.
+pub fn policy(user: Option<&str>, group: Option<&str>) -> IdentityPolicy {
+    IdentityPolicy {
+        am_root: sys::users::is_root(),
+        cli_user: user.map(String::from),
+        cli_group: group.map(String::from),
+    }
+}
+
 /// Splits a colon-separated list of directories.
 pub fn parse_service_path(text: &str) -> Vec<PathBuf> {
     text.split(':')
@@ -217,85 +264,205 @@ pub fn parse_service_path(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Vec<String>> {
-    let loaded = config::load_cyrus_conf(&sources.cyrus_conf)
-        .map_err(|diags| diags.iter().map(config::render).collect::<Vec<_>>())?;
-    for warning in &loaded.warnings {
-        warn!("{}", config::render(warning).trim_end());
-    }
-    let imapd = if sources.imapd_conf.exists() || sources.imapd_conf_required {
-        config::load_imapd_conf(&sources.imapd_conf).map_err(|d| vec![config::render(&d)])?
-    } else {
-        ImapdConf::default()
+/// What [`prepare`] made of the configuration: what runs, and what is down and why.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The configuration to run: every entry in it resolved; `config.unresolved` names the
+    /// entries left out.
+    pub setup: LoadedSetup,
+    /// Warnings about cyrus.conf and imapd.conf.
+    pub warnings: Vec<Diagnostic>,
+    /// One error per entry left out (its program or user cannot be resolved), at the entry.
+    pub down: Vec<Diagnostic>,
+}
+
+/// The one loading path of start-up, reload and `ringmaster check`: parses cyrus.conf and
+/// imapd.conf, then resolves every entry's program and identity. An entry that cannot be
+/// resolved is left out (down, with an error at its location) so that the others run; only
+/// a START entry is fatal, as START prepares what everything else needs (Cyrus exits when a
+/// START command fails). Err: the master must refuse to start (or keep the old
+/// configuration on reload), with every problem found, warnings included.
+pub fn prepare(
+    sources: &Sources,
+    policy: &IdentityPolicy,
+    env: &ParseEnv,
+) -> Result<Prepared, Vec<Diagnostic>> {
+    let parsed = config::load_cyrus_conf_with(&sources.cyrus_conf, env);
+    let mut diags = match &parsed {
+        Ok(loaded) => loaded.warnings.clone(),
+        Err(diags) => diags.clone(),
     };
-    let config = loaded.config;
-    let mut problems = Vec::new();
-    let mut programs = HashMap::new();
-    let mut identities = HashMap::new();
-    let entries = config
-        .start
-        .iter()
-        .map(|e| ("START", &e.name, &e.cmd, &e.run_as, &e.location))
-        .chain(
-            config
-                .services
-                .iter()
-                .map(|e| ("service", &e.name, &e.cmd, &e.run_as, &e.location)),
-        )
-        .chain(
-            config
-                .events
-                .iter()
-                .map(|e| ("event", &e.name, &e.cmd, &e.run_as, &e.location)),
-        )
-        .chain(
-            config
-                .daemons
-                .iter()
-                .map(|e| ("daemon", &e.name, &e.cmd, &e.run_as, &e.location)),
-        );
-    for (kind, name, cmd, run_as, location) in entries {
+    let imapd_name = sources.imapd_conf.display().to_string();
+    let imapd = match config::imapd::load_imapd_conf_all(&sources.imapd_conf) {
+        Ok((conf, more)) => {
+            diags.extend(more);
+            conf
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound && !sources.imapd_conf_required => {
+            diags.push(Diagnostic::file_warning(
+                &imapd_name,
+                "not found; Cyrus's defaults apply",
+            ));
+            ImapdConf::default()
+        }
+        Err(e) => {
+            diags.push(Diagnostic::file_error(
+                &imapd_name,
+                format!("cannot read: {e}"),
+            ));
+            ImapdConf::default()
+        }
+    };
+    let loaded = match parsed {
+        Ok(loaded) if !diags.iter().any(Diagnostic::is_error) => loaded,
+        _ => return Err(diags),
+    };
+    let lines: Vec<String> = std::fs::read(&sources.cyrus_conf)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut resolver = Resolver {
+        sources,
+        policy,
+        imapd: &imapd,
+        lines: &lines,
+        programs: HashMap::new(),
+        identities: HashMap::new(),
+        down: Vec::new(),
+    };
+    let mut config = loaded.config;
+    let mut fatal = Vec::new();
+    for e in &config.start {
+        if let Some(problem) = resolver.entry("START", &e.name, &e.cmd, &e.run_as, &e.location) {
+            fatal.push(problem);
+        }
+    }
+    if !fatal.is_empty() {
+        diags.extend(fatal);
+        return Err(diags);
+    }
+    let mut unresolved = Unresolved::default();
+    config.services.retain(|e| {
+        let ok = resolver.ok("service", &e.name, &e.cmd, &e.run_as, &e.location);
+        if !ok {
+            unresolved.services.push(e.name.clone());
+        }
+        ok
+    });
+    config.events.retain(|e| {
+        let ok = resolver.ok("event", &e.name, &e.cmd, &e.run_as, &e.location);
+        if !ok {
+            unresolved.events.push(e.name.clone());
+        }
+        ok
+    });
+    config.daemons.retain(|e| {
+        let ok = resolver.ok("daemon", &e.name, &e.cmd, &e.run_as, &e.location);
+        if !ok {
+            unresolved.daemons.push(e.name.clone());
+        }
+        ok
+    });
+    config.unresolved = unresolved;
+    let Resolver {
+        programs,
+        identities,
+        down,
+        ..
+    } = resolver;
+    Ok(Prepared {
+        setup: LoadedSetup {
+            config,
+            imapd,
+            programs,
+            identities,
+        },
+        warnings: diags,
+        down,
+    })
+}
+
+/// Resolves entries one by one, remembering what it found for the spawns to come.
+struct Resolver<'a> {
+    sources: &'a Sources,
+    policy: &'a IdentityPolicy,
+    imapd: &'a ImapdConf,
+    lines: &'a [String],
+    programs: HashMap<String, PathBuf>,
+    identities: HashMap<RunAs, Option<Credentials>>,
+    down: Vec<Diagnostic>,
+}
+
+impl Resolver<'_> {
+    /// True when the entry can run; otherwise its error goes to `down`.
+    fn ok(
+        &mut self,
+        kind: &str,
+        name: &str,
+        cmd: &config::Command,
+        run_as: &RunAs,
+        location: &Location,
+    ) -> bool {
+        match self.entry(kind, name, cmd, run_as, location) {
+            None => true,
+            Some(problem) => {
+                self.down.push(problem);
+                false
+            }
+        }
+    }
+
+    /// The first problem with an entry's program or identity, if any.
+    fn entry(
+        &mut self,
+        kind: &str,
+        name: &str,
+        cmd: &config::Command,
+        run_as: &RunAs,
+        location: &Location,
+    ) -> Option<Diagnostic> {
+        let source_line = location
+            .line
+            .checked_sub(1)
+            .and_then(|i| self.lines.get(i as usize))
+            .map_or("", String::as_str);
+        let problem = |message: String| Diagnostic::error(location.clone(), message, source_line);
         if let Some(argv0) = cmd.argv.first() {
-            match find_program(argv0, &sources.service_path) {
-                Some(path) => {
-                    programs.insert(argv0.clone(), path);
-                }
-                None => problems.push(format!(
-                    "{location}: error: cannot find executable for {kind} '{name}': {argv0}{}",
-                    if argv0.starts_with('/') {
+            if !self.programs.contains_key(argv0) {
+                let Some(path) = find_program(argv0, &self.sources.service_path) else {
+                    let looked = if argv0.starts_with('/') {
                         String::new()
                     } else {
                         format!(
                             " (looked in {})",
-                            sources
+                            self.sources
                                 .service_path
                                 .iter()
                                 .map(|p| p.display().to_string())
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         )
-                    }
-                )),
+                    };
+                    return Some(problem(format!(
+                        "cannot find executable for {kind} '{name}': {argv0}{looked}"
+                    )));
+                };
+                self.programs.insert(argv0.clone(), path);
             }
         }
-        if !identities.contains_key(run_as) {
-            match resolve_identity(run_as, policy, &imapd) {
+        if !self.identities.contains_key(run_as) {
+            match resolve_identity(run_as, self.policy, self.imapd) {
                 Ok(creds) => {
-                    identities.insert(run_as.clone(), creds);
+                    self.identities.insert(run_as.clone(), creds);
                 }
-                Err(e) => problems.push(format!("{location}: error: {kind} '{name}': {e}")),
+                Err(e) => return Some(problem(format!("{kind} '{name}': {e}"))),
             }
         }
-    }
-    if problems.is_empty() {
-        Ok(LoadedSetup {
-            config,
-            imapd,
-            programs,
-            identities,
-        })
-    } else {
-        Err(problems)
+        None
     }
 }
 

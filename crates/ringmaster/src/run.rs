@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
-use crate::launch::{self, IdentityPolicy, Launcher, Sources};
+use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
 use crate::supervisor::schedule::LocalTime;
@@ -54,17 +54,8 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     }
     sys::clock::init_timezone();
 
-    let sources = Sources {
-        cyrus_conf: args.paths.cyrus_conf.clone(),
-        imapd_conf: args.paths.imapd_conf_path(),
-        imapd_conf_required: args.paths.imapd_conf.is_some(),
-        service_path: launch::parse_service_path(&args.service_path),
-    };
-    let policy = IdentityPolicy {
-        am_root: sys::users::is_root(),
-        cli_user: args.user.clone(),
-        cli_group: args.group.clone(),
-    };
+    let sources = launch::sources(&args.paths, &args.service_path);
+    let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
     let mut launcher = match Launcher::load(sources, policy) {
         Ok(l) => l,
         Err(problems) => {
@@ -134,25 +125,34 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             ringmaster_proto::ENV_EXIT_NOTES.to_string(),
             "1".to_string(),
         )],
+        bind_errors_fatal: imapd.master_bind_errors_fatal(),
     };
     let config = launcher.setup().config.clone();
     info!(
-        "starting: {} START, {} services, {} events, {} daemons from {}",
+        "starting: {} START, {} services, {} events, {} daemons from {}{}",
         config.start.len(),
         config.services.len(),
         config.events.len(),
         config.daemons.len(),
-        args.paths.cyrus_conf.display()
+        args.paths.cyrus_conf.display(),
+        match config.unresolved.services.len()
+            + config.unresolved.events.len()
+            + config.unresolved.daemons.len()
+        {
+            0 => String::new(),
+            n => format!(" ({n} more entries down: program or user not found)"),
+        }
     );
     let supervisor = Supervisor::new(config, settings, local_clock);
     let ready_for_closure = ready_file.clone();
-    let on_ready = Box::new(move || {
-        if let Some(path) = &ready_for_closure {
+    let on_ready = Box::new(move |all_listening: bool| {
+        if let (Some(path), true) = (&ready_for_closure, all_listening) {
             if let Err(err) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 warn!("cannot write ready file {}: {err}", path.display());
             }
         }
-        // The parent of a daemonized master exits 0 once every service listens.
+        // The parent of a daemonized master exits 0 once start-up is complete, even with
+        // services down (they are logged, and retried): the master is running.
         if let Some(d) = daemon.take() {
             let _ = d.ready();
         }

@@ -70,7 +70,8 @@ pub struct Runtime {
     next_daemon_token: u64,
     backlog: i32,
     exit_code: Option<i32>,
-    on_ready: Box<dyn FnMut()>,
+    /// Called with [`Action::Ready`]'s `all_listening`.
+    on_ready: Box<dyn FnMut(bool)>,
 }
 
 impl Runtime {
@@ -79,7 +80,7 @@ impl Runtime {
         launcher: Launcher,
         signals: sys::signals::SignalFd,
         backlog: i32,
-        on_ready: Box<dyn FnMut()>,
+        on_ready: Box<dyn FnMut(bool)>,
     ) -> io::Result<Runtime> {
         let poller = sys::poller::Poller::new()?;
         poller.add(signals.fd(), KIND_SIGNAL << KIND_SHIFT)?;
@@ -326,9 +327,8 @@ impl Runtime {
                 // No trim here: it would page out the spawn path just before the reload's
                 // burst of spawns, which then waits on disk reads of the master's own code.
             }
-            Action::Ready => {
-                info!("ready for work");
-                (self.on_ready)();
+            Action::Ready { all_listening } => {
+                (self.on_ready)(all_listening);
                 self.trim_memory();
             }
             Action::Exit(code) => {

@@ -201,9 +201,11 @@ fn failing_start_command_stops_startup() {
 }
 
 #[test]
-fn missing_executable_exits_78() {
+fn missing_start_executable_exits_78() {
+    // A missing service program only takes its service down (tests/isolation.rs); START
+    // prepares what everything else needs, so a missing START program stops start-up.
     let dir = TestDir::new("noexe");
-    let conf = "SERVICES {\n  x cmd=\"/usr/bin/no-such-exe\" listen=\"127.0.0.1:1\"\n}\n";
+    let conf = "START {\n  x cmd=\"/usr/bin/no-such-exe\"\n}\n";
     let mut m = Start::new(&dir, conf).spawn();
     let status = m.wait_exit(WAIT).expect("master exits");
     assert_eq!(status.code(), Some(78));
@@ -433,7 +435,10 @@ fn two_services_on_one_port_the_first_wins_and_the_master_runs_on() {
     let conf = format!(
         "SERVICES {{\n  first cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n  second cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\"\n}}\n"
     );
-    let m = Start::new(&dir, &conf).start();
+    // The second is down (and retried), so the ready file waits: wait for start-up instead.
+    let m = Start::new(&dir, &conf).spawn();
+    assert!(m.wait_log("ready for work"), "{}", m.log_text());
+    assert!(!m.ready.exists(), "no ready file while a service is down");
     assert!(
         m.log_text()
             .contains("unable to create second listener socket"),

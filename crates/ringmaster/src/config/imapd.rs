@@ -49,6 +49,17 @@ impl ImapdConf {
         self.get("servername")
     }
 
+    /// `master_bind_errors_fatal`: a bind failure at start-up stops the master. Read as
+    /// Cyrus reads a switch: 1, yes, on, t, true.
+    pub fn master_bind_errors_fatal(&self) -> bool {
+        self.get("master_bind_errors_fatal").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "yes" | "y" | "on" | "t" | "true"
+            )
+        })
+    }
+
     /// `syslog_prefix`: prepended to the syslog ident.
     pub fn syslog_prefix(&self) -> Option<&str> {
         self.get("syslog_prefix")

@@ -24,6 +24,17 @@ pub struct Config {
     pub services: Vec<ServiceEntry>,
     pub events: Vec<EventEntry>,
     pub daemons: Vec<DaemonEntry>,
+    /// Entries left out because their program or user cannot be resolved (filled in by the
+    /// launcher, never by the parser): a reload keeps what runs under these names as it is.
+    pub unresolved: Unresolved,
+}
+
+/// Names of the entries, per section, that the launcher left out of a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unresolved {
+    pub services: Vec<String>,
+    pub events: Vec<String>,
+    pub daemons: Vec<String>,
 }
 
 /// `cmd=` split on whitespace, as Cyrus does. Never empty once validated.

@@ -12,12 +12,14 @@
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 
+mod faults;
 pub mod schedule;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use faults::EXIT_BIND_FAILED;
 pub use types::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -66,6 +68,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Extra environment for every child (the exit-note offer, for one).
     pub worker_env: Vec<(String, String)>,
+    /// imapd.conf's `master_bind_errors_fatal`: a bind failure at start-up stops the master.
+    pub bind_errors_fatal: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(300),
             worker_env: Vec::new(),
+            bind_errors_fatal: false,
         }
     }
 }
@@ -185,8 +190,10 @@ struct Service {
     families: Vec<u8>,
     /// Removed or replaced by a reload: its workers drain, it forks no more.
     retiring: bool,
-    /// Bound (or tried to); a service that failed to bind stays down.
+    /// Bound (or tried to).
     bound: bool,
+    /// Its last bind failed: down until a retry succeeds.
+    down: Option<faults::BindDown>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +248,8 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct PendingReload {
     config: Config,
+    /// Running entries the new config could not resolve: they go on as they are.
+    untouched: faults::Untouched,
     releases: Vec<ServiceKey>,
     /// New services (already on the new configuration: not recycled).
     added: Vec<ServiceKey>,
@@ -279,6 +288,7 @@ pub struct Supervisor {
     /// Children that are neither workers nor daemons nor events (START commands).
     others: HashMap<Pid, Role>,
     reload: ReloadState,
+    faults: faults::Faults,
 }
 
 impl Supervisor {
@@ -300,6 +310,7 @@ impl Supervisor {
             events: Vec::new(),
             others: HashMap::new(),
             reload: ReloadState::default(),
+            faults: faults::Faults::default(),
         }
     }
 
@@ -372,6 +383,7 @@ impl Supervisor {
             if self.reload.pending {
                 consider(self.reload.recheck_at);
             }
+            consider(self.next_bind_retry());
         }
         if !matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
             for d in &self.daemons {
@@ -401,11 +413,11 @@ impl Supervisor {
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
             Input::Bound { service, families } => {
-                self.on_bound(service, families);
+                self.on_bound(service, families, &mut out);
                 self.on_reload_bind_answer(service, false, now, &mut out);
             }
             Input::BindFailed { service, error } => {
-                self.on_bind_failed(service, &error);
+                self.on_bind_failed(service, &error, now, &mut out);
                 self.on_reload_bind_answer(service, true, now, &mut out);
             }
             Input::DaemonReady { name } => self.on_daemon_ready(&name, now, &mut out),
@@ -425,6 +437,7 @@ impl Supervisor {
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
         self.on_timers(now, &mut out);
+        self.retry_binds(now.mono, &mut out);
         self.maintain(now, &mut out);
         out
     }
@@ -483,6 +496,7 @@ impl Supervisor {
         for spec in self.config.services.clone() {
             self.add_service(spec, Vec::new(), out);
         }
+        let binds = self.config.services.len();
         self.events = self
             .config
             .events
@@ -490,7 +504,8 @@ impl Supervisor {
             .into_iter()
             .map(|spec| self.new_event(spec, now))
             .collect();
-        out.push(Action::Ready);
+        // Action::Ready follows once every bind has an outcome (faults.rs).
+        self.expect_startup_binds(binds, out);
     }
 
     fn add_service(
@@ -516,15 +531,17 @@ impl Supervisor {
                 families: Vec::new(),
                 retiring: false,
                 bound: false,
+                down: None,
             },
         );
         key
     }
 
-    fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>) {
+    fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>, out: &mut Vec<Action>) {
         let Some(service) = self.services.get_mut(&key) else {
             return;
         };
+        let first = !service.bound;
         service.bound = true;
         for &family in &families {
             self.pools
@@ -535,16 +552,7 @@ impl Supervisor {
                 .or_insert_with(Pool::new);
         }
         service.families = families;
-    }
-
-    fn on_bind_failed(&mut self, key: ServiceKey, err: &str) {
-        if let Some(service) = self.services.get_mut(&key) {
-            error!(
-                "unable to create {} listener socket on {}: {err}; the service stays down",
-                service.spec.name, service.spec.listen
-            );
-            service.bound = true;
-        }
+        self.bind_succeeded(key, first, out);
     }
 
     // ----- events in ------------------------------------------------------------------
@@ -918,10 +926,11 @@ impl Supervisor {
         })
     }
 
-    fn apply_reload(&mut self, new: Config, now: Now, out: &mut Vec<Action>) {
+    fn apply_reload(&mut self, mut new: Config, now: Now, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
+        let untouched = self.keep_unresolved(&mut new);
         info!("reloading: recycling every service onto the new configuration");
         self.reload.applied_at = Some(now.mono);
 
@@ -954,13 +963,14 @@ impl Supervisor {
             .collect();
         let mut binding = Vec::new();
         for spec in added {
-            info!("reload: new service {} on {}", spec.name, spec.listen);
+            // "reload: new service" is logged once its bind has an outcome (faults.rs).
             binding.push(self.add_service(spec, releases.clone(), out));
         }
         // Old services are retired only once every new bind has answered (the runtime
         // answers each Bind before it carries out the next action).
         self.reload.applying = Some(Box::new(PendingReload {
             config: new,
+            untouched,
             releases,
             added: binding.clone(),
             binding,
@@ -1005,6 +1015,7 @@ impl Supervisor {
         };
         let PendingReload {
             config: new,
+            untouched,
             mut releases,
             added,
             failed,
@@ -1012,7 +1023,7 @@ impl Supervisor {
         } = *pending;
         // A new entry that could not bind leaves the service it replaces (same name)
         // serving as it was: no new generation, no recycling.
-        let mut untouched: Vec<ServiceKey> = added;
+        let mut not_recycled: Vec<ServiceKey> = added;
         for key in failed {
             let Some(name) = self.services.get(&key).map(|s| s.spec.name.clone()) else {
                 continue;
@@ -1023,7 +1034,7 @@ impl Supervisor {
                 .find(|k| self.services.get(k).is_some_and(|s| s.spec.name == name));
             if let Some(old) = predecessor {
                 releases.retain(|k| *k != old);
-                untouched.push(old);
+                not_recycled.push(old);
                 self.services.remove(&key);
                 if let Some(s) = self.services.get(&old) {
                     error!(
@@ -1044,10 +1055,13 @@ impl Supervisor {
         let pool_ids: Vec<PoolId> = self
             .pools
             .keys()
-            .filter(|id| !untouched.contains(&id.service))
+            .filter(|id| !not_recycled.contains(&id.service))
             .copied()
             .collect();
         for id in pool_ids {
+            if untouched.services.contains(&id.service) {
+                continue;
+            }
             let retiring = self.services.get(&id.service).is_none_or(|s| s.retiring);
             let Some(pool) = self.pools.get_mut(&id) else {
                 continue;
@@ -1143,6 +1157,9 @@ impl Supervisor {
 
         // DAEMONs: every one is recycled (SIGTERM, then started from the new config).
         for d in &mut self.daemons {
+            if untouched.daemons.contains(&d.spec.name) {
+                continue;
+            }
             match new.daemons.iter().find(|n| n.name == d.spec.name) {
                 Some(spec) => d.replacement = Some(spec.clone()),
                 None => d.removed = true,
@@ -1150,6 +1167,9 @@ impl Supervisor {
         }
         for index in 0..self.daemons.len() {
             let d = &mut self.daemons[index];
+            if untouched.daemons.contains(&d.spec.name) {
+                continue;
+            }
             match d.pid {
                 Some(pid) => {
                     d.term_at = Some(now.mono);

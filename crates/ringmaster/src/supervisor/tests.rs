@@ -26,10 +26,13 @@ struct Harness {
     released: Vec<ServiceKey>,
     exit: Option<i32>,
     ready: bool,
+    /// Action::Ready came (start-up complete), whether or not every service listens.
+    started: bool,
     loads: u32,
     pending_config: Option<Config>,
     /// Binds of services with these names fail.
-    failing_binds: Vec<String>,
+    failing_binds: BTreeSet<String>,
+    binds: Vec<String>,
 }
 
 fn cmd(text: &str) -> Command {
@@ -64,6 +67,7 @@ impl Harness {
             stop_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(60),
             worker_env: vec![],
+            bind_errors_fatal: false,
         };
         Harness {
             sup: Supervisor::new(config, settings, utc),
@@ -80,9 +84,11 @@ impl Harness {
             released: vec![],
             exit: None,
             ready: false,
+            started: false,
             loads: 0,
             pending_config: None,
-            failing_binds: vec![],
+            failing_binds: BTreeSet::new(),
+            binds: vec![],
         }
     }
 
@@ -107,16 +113,20 @@ impl Harness {
 
     fn carry_out(&mut self, action: Action) {
         match action {
-            Action::Bind { service, name, .. } if self.failing_binds.contains(&name) => {
-                self.feed(Input::BindFailed {
-                    service,
-                    error: "Address already in use".into(),
-                })
+            Action::Bind { service, name, .. } => {
+                self.binds.push(name.clone());
+                if self.failing_binds.contains(&name) {
+                    self.feed(Input::BindFailed {
+                        service,
+                        error: "Address already in use".into(),
+                    })
+                } else {
+                    self.feed(Input::Bound {
+                        service,
+                        families: vec![0],
+                    })
+                }
             }
-            Action::Bind { service, .. } => self.feed(Input::Bound {
-                service,
-                families: vec![0],
-            }),
             Action::Spawn(req) => {
                 let pid = self.next_pid;
                 self.next_pid += 1;
@@ -149,7 +159,11 @@ impl Harness {
                     None => self.feed(Input::ConfigRejected),
                 }
             }
-            Action::Ready => self.ready = true,
+            Action::Ready { all_listening } => {
+                assert!(!self.ready, "Ready with every service listening comes once");
+                self.started = true;
+                self.ready = all_listening;
+            }
             Action::Exit(code) => self.exit = Some(code),
         }
     }
@@ -402,7 +416,7 @@ fn a_full_pool_is_replaced_one_worker_at_a_time() {
 fn a_reload_whose_bind_fails_leaves_the_old_service_serving() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
     let old = h.workers_of("imap")[0];
-    h.failing_binds = vec!["imap".into()];
+    h.failing_binds.insert("imap".into());
     h.pending_config = Some(config(vec![service("imap", 1143, 1, None)]));
     h.feed(Input::ReloadRequested);
     assert!(h.signals_to(old).is_empty(), "not recycled");
@@ -762,4 +776,141 @@ proptest! {
             }
         }
     }
+}
+
+// ----- faults: bind retries, readiness with services down, unresolved entries -------------
+
+#[test]
+fn bind_backoff_doubles_from_one_second_to_a_minute() {
+    let secs: Vec<u64> = (1..=9)
+        .map(|n| super::faults::bind_backoff(n).as_secs())
+        .collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    assert_eq!(super::faults::bind_backoff(u32::MAX).as_secs(), 60);
+}
+
+#[test]
+fn a_failed_bind_is_retried_with_backoff_until_the_port_is_free() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.failing_binds.insert("pop3".into());
+    h.feed(Input::Boot);
+    // Start-up completes with pop3 down: the ready file waits.
+    assert!(h.started);
+    assert!(!h.ready);
+    assert_eq!(h.workers_of("imap").len(), 1);
+    assert!(h.workers_of("pop3").is_empty());
+    let tries = |h: &Harness| h.binds.iter().filter(|n| *n == "pop3").count();
+    assert_eq!(tries(&h), 1);
+    // Retries at 1 s, then 2 s later, then 4 s later.
+    h.advance(Duration::from_millis(900));
+    assert_eq!(tries(&h), 1);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(tries(&h), 2);
+    h.advance(Duration::from_millis(1900));
+    assert_eq!(tries(&h), 2);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(tries(&h), 3);
+    assert_eq!(
+        h.sup.next_deadline().map(|t| t - h.now.mono),
+        Some(Duration::from_secs(4)),
+        "the next retry is the next deadline"
+    );
+    // The port is freed: the next retry binds, workers come, the ready file appears.
+    h.failing_binds.clear();
+    h.advance(Duration::from_secs(4));
+    assert_eq!(tries(&h), 4);
+    assert!(h.ready);
+    assert_eq!(h.workers_of("pop3").len(), 1);
+    // No more retries once it is up.
+    h.advance(Duration::from_secs(120));
+    assert_eq!(tries(&h), 4);
+}
+
+#[test]
+fn every_bind_ok_means_ready_at_once() {
+    let h = Harness::booted(config(vec![service("imap", 143, 0, None)]));
+    assert!(h.started && h.ready);
+    let h = Harness::booted(config(vec![]));
+    assert!(h.started && h.ready, "no service: ready all the same");
+}
+
+#[test]
+fn bind_errors_fatal_stops_start_up_with_ex_unavailable() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.sup.settings.bind_errors_fatal = true;
+    h.failing_binds.insert("imap".into());
+    h.feed(Input::Boot);
+    assert!(!h.ready);
+    assert_eq!(h.exit, Some(EXIT_BIND_FAILED));
+}
+
+#[test]
+fn bind_errors_fatal_does_not_apply_at_reload() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    h.sup.settings.bind_errors_fatal = true;
+    h.failing_binds.insert("pop3".into());
+    h.pending_config = Some(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.exit, None);
+    h.failing_binds.clear();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.workers_of("pop3").len(), 1);
+}
+
+#[test]
+fn a_reload_leaves_a_running_service_it_cannot_resolve_untouched() {
+    let mut h = Harness::booted(config(vec![
+        service("imap", 143, 2, None),
+        service("pop3", 110, 1, None),
+    ]));
+    let imap = h.workers_of("imap");
+    let pop3 = h.workers_of("pop3");
+    let mut new = config(vec![service("pop3", 110, 1, None)]);
+    new.unresolved.services.push("imap".into());
+    h.pending_config = Some(new);
+    h.feed(Input::ReloadRequested);
+    for pid in &imap {
+        assert!(
+            h.signals_to(*pid).is_empty(),
+            "imap worker {pid} left alone"
+        );
+    }
+    assert!(h.released.is_empty(), "imap's socket stays");
+    assert_eq!(h.workers_of("imap"), imap);
+    // pop3 is recycled as usual.
+    assert_eq!(h.signals_to(pop3[0]), vec![Sig::Hup]);
+    // imap's old generation goes on: a worker that exits is replaced from the old spec.
+    h.exit(imap[0], ExitStatus::Code(0));
+    assert_eq!(h.workers_of("imap").len(), 2);
+    assert!(h.sup.config().services.iter().any(|s| s.name == "imap"));
+}
+
+#[test]
+fn a_reload_leaves_a_running_daemon_it_cannot_resolve_untouched() {
+    let daemon = DaemonEntry {
+        name: "notifier".into(),
+        cmd: cmd("notifier"),
+        wait: false,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    };
+    let mut c = config(vec![]);
+    c.daemons.push(daemon);
+    let mut h = Harness::booted(c);
+    let pid = h.spawned[0].0;
+    let mut new = config(vec![]);
+    new.unresolved.daemons.push("notifier".into());
+    h.pending_config = Some(new);
+    h.feed(Input::ReloadRequested);
+    assert!(h.signals_to(pid).is_empty());
+    assert_eq!(h.spawned.len(), 1);
 }

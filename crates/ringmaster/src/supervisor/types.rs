@@ -179,8 +179,13 @@ pub enum Action {
     /// Read and validate the config again; answer with [`Input::ConfigLoaded`] or
     /// [`Input::ConfigRejected`].
     LoadConfig,
-    /// Start-up is complete: every service listens (write the ready file).
-    Ready,
+    /// Start-up is complete (sent once, when every service's first bind has an outcome;
+    /// release a daemonized parent); `all_listening`: every service listens (write the
+    /// ready file). When some were down, it comes again, with `all_listening`, once they
+    /// all listen.
+    Ready {
+        all_listening: bool,
+    },
     /// Exit the master with this status (every child is gone).
     Exit(i32),
 }

@@ -122,6 +122,15 @@ pub fn bind_listeners_reusing(
                         skipped.get_or_insert(e);
                         continue;
                     }
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 => {
+                        Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{addr}: {e}: a port below 1024 needs a master started as root \
+                                 or with CAP_NET_BIND_SERVICE"
+                            ),
+                        ))
+                    }
                     Err(e) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
                     Ok(fd) => Ok(fd),
                 }
