@@ -346,7 +346,7 @@ impl Supervisor {
         if matches!(self.phase, Phase::Running) {
             for (id, pool) in &self.pools {
                 consider(pool.throttled_until);
-                if self.wants_fork(*id) {
+                if self.wants_fork(*id) || self.rate_holds_watch(*id) {
                     consider(self.fork_allowed_at(*id));
                 }
             }
@@ -1402,6 +1402,25 @@ impl Supervisor {
     fn wants_watch(&self, id: PoolId, now: Instant) -> bool {
         let starting = self.pools.get(&id).map_or(0, |p| p.in_flight);
         self.may_fork_for_waiting(id, now) && self.pool_counts(id).1 + starting == 0
+    }
+
+    /// Only maxforkrate keeps the listener unwatched: connections may wait for a worker that
+    /// the rate forbids now, so the moment it allows one must wake us to watch again (nothing
+    /// else would: the listener is not watched meanwhile).
+    fn rate_holds_watch(&self, id: PoolId) -> bool {
+        let Some(pool) = self.pools.get(&id) else {
+            return false;
+        };
+        let Some(rate) = self.services.get(&id.service).map(|s| s.limits.maxforkrate) else {
+            return false;
+        };
+        if pool.watching || rate == 0 || (pool.recent_forks.len() as u32) < rate {
+            return false;
+        }
+        let Some(later) = self.fork_allowed_at(id) else {
+            return false;
+        };
+        self.wants_watch(id, later)
     }
 
     /// None when the fork rate allows a fork; else the moment it will.

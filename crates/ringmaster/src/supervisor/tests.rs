@@ -248,6 +248,38 @@ fn maxforkrate_spreads_forks() {
 }
 
 #[test]
+fn maxforkrate_goes_on_forking_while_clients_wait() {
+    // On demand only (prefork=0), clients arriving faster than the rate: once the rate
+    // window reopens, the listener is watched again and forking goes on.
+    let mut s = service("lmtp", 24, 0, None);
+    s.maxforkrate = 2;
+    let mut h = Harness::booted(config(vec![s]));
+    let pool = *h.watching.iter().next().expect("listener watched");
+    let mut forked = 0;
+    for round in 1..=4 {
+        h.feed(Input::ListenerReadable { pool, waiting: 5 });
+        let workers = h.workers_of("lmtp");
+        assert_eq!(
+            workers.len() - forked,
+            2,
+            "round {round}: the rate allows two"
+        );
+        forked = workers.len();
+        for &w in &workers {
+            h.note(w, Message::Connection);
+        }
+        assert!(!h.watching.contains(&pool), "rate-limited: not watched");
+        let next = h
+            .sup
+            .next_deadline()
+            .expect("a deadline for the rate window");
+        assert!(next > h.now.mono);
+        h.advance(next - h.now.mono);
+        assert!(h.watching.contains(&pool), "window reopened: watched again");
+    }
+}
+
+#[test]
 fn crashes_before_serving_throttle_then_retry() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
     for _ in 0..5 {
