@@ -73,3 +73,37 @@ fn maxforkrate_keeps_forking_while_clients_wait() {
     }
     assert_eq!(m.stop().map(|s| s.code()), Some(Some(0)));
 }
+
+fn lines_in(path: &std::path::Path) -> usize {
+    read_to_string(path).lines().count()
+}
+
+#[test]
+fn a_worker_exiting_0_at_once_is_throttled() {
+    let dir = TestDir::new("exit0");
+    let port = free_port();
+    let starts = dir.path("starts");
+    let conf = service_conf(
+        "quitter",
+        &format!("{WORKER} --touch {} --exit", starts.display()),
+        port,
+        "prefork=1",
+    );
+    let mut m = Start::new(&dir, &conf).start();
+    assert!(
+        m.wait_log("too many failures for service quitter"),
+        "never throttled; log:\n{}",
+        m.log_text()
+    );
+    let forks = lines_in(&starts);
+    assert!(
+        (5..=8).contains(&forks),
+        "{forks} starts before the throttle"
+    );
+    // Throttled: no more forks for the pause (10 s); look for a while that none comes.
+    assert!(
+        !wait_until(Duration::from_secs(1), || lines_in(&starts) > forks),
+        "forked again while throttled"
+    );
+    assert_eq!(m.stop().map(|s| s.code()), Some(Some(0)));
+}

@@ -33,6 +33,10 @@ use schedule::LocalClock;
 const MAX_READY_FAILS: u32 = 5;
 /// ...each within this long of the one before, throttles its pool.
 const READY_FAIL_INTERVAL: Duration = Duration::from_secs(10);
+/// A worker that exits cleanly without serving counts as a failure only when it lived less
+/// than this: Cyrus's idle workers exit 0 unserved when their program file changed (a package
+/// upgrade), all at once, and their replacements are healthy.
+const QUICK_EXIT: Duration = Duration::from_secs(5);
 /// First pause of a throttled pool; it doubles each time, up to [`MAX_THROTTLE`].
 const FIRST_THROTTLE: Duration = Duration::from_secs(10);
 const MAX_THROTTLE: Duration = Duration::from_secs(300);
@@ -101,6 +105,8 @@ struct Worker {
     killed: bool,
     /// Old idle worker kept serving until a ready replacement exists (or until then).
     held_until: Option<Instant>,
+    /// It counted a connection (CONNECTION or CONNECTION_MULTI) at least once.
+    served: bool,
 }
 
 impl Worker {
@@ -544,6 +550,7 @@ impl Supervisor {
                         term_at: None,
                         killed: false,
                         held_until: None,
+                        served: false,
                     },
                 );
                 debug!("forked worker {pid} for {}", self.pool_name(pool));
@@ -674,6 +681,9 @@ impl Supervisor {
             (WorkerState::Busy, Message::ConnectionMulti) => WorkerState::Ready,
             (state, Message::ConnectionMulti) => state,
         };
+        if matches!(message, Message::Connection | Message::ConnectionMulti) {
+            worker.served = true;
+        }
         let worker = worker.clone();
         if before == WorkerState::Starting && worker.state == WorkerState::Ready {
             // It told us it is ready before its first client: this pool's workers announce.
@@ -747,16 +757,24 @@ impl Supervisor {
                 .is_none_or(|s| s.retiring);
         let recycled = recycled || retired;
         let stopped = w.term_at.is_some() || matches!(self.phase, Phase::Stopping { .. });
+        // Failures count only for workers we let be: not recycled, retired nor stopped.
+        let ours = !stopped && !recycled && w.hup_at.is_none();
         if !status.is_clean() && !recycled {
             if !stopped {
                 out.push(Action::CleanupAfterCrash { pid });
                 warn!("{name}: worker {pid} ended with {status}");
             }
-            if !stopped && w.hup_at.is_none() && w.is_idle() {
+            if ours && (w.is_idle() || !w.served) {
                 self.count_ready_fail(w.pool, now, out);
             }
         } else {
             debug!("{name}: worker {pid} exited ({status})");
+            // Exiting at once without serving, whatever the status, is a failure too: a
+            // worker that exits 0 at start would otherwise be forked as fast as it exits.
+            if ours && !w.served && now.mono.saturating_duration_since(w.forked_at) < QUICK_EXIT {
+                debug!("{name}: worker {pid} exited before serving a client");
+                self.count_ready_fail(w.pool, now, out);
+            }
         }
     }
 
@@ -1599,7 +1617,8 @@ impl Supervisor {
         pool.ready_fails = 0;
         pool.throttled_until = Some(now.mono + pause);
         error!(
-            "too many failures for service {name}: refusing connections for {}s, then retrying",
+            "too many failures for service {name} (workers ending before they serve): \
+             refusing connections for {}s, then retrying",
             pause.as_secs()
         );
         out.push(Action::Pause { pool: id });

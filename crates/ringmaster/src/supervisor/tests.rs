@@ -302,6 +302,48 @@ fn crashes_before_serving_throttle_then_retry() {
 }
 
 #[test]
+fn clean_exits_before_serving_throttle_too() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..5 {
+        let w = h.workers_of("imap")[0];
+        h.exit(w, ExitStatus::Code(0));
+    }
+    assert_eq!(h.paused.len(), 1, "throttled after five quick clean exits");
+    assert!(h.workers_of("imap").is_empty());
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.workers_of("imap").len(), 1, "retried after the pause");
+}
+
+#[test]
+fn served_long_lived_and_recycled_workers_are_no_failures() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    // Served once, then exits cleanly (its -U uses are over), many times over.
+    for _ in 0..10 {
+        let w = h.workers_of("imap")[0];
+        h.note(w, Message::Connection);
+        h.exit(w, ExitStatus::Code(0));
+    }
+    // Lived a while, never served, exits 0 (Cyrus: its program file changed).
+    for _ in 0..10 {
+        h.advance(Duration::from_secs(6));
+        let w = h.workers_of("imap")[0];
+        h.exit(w, ExitStatus::Code(0));
+    }
+    // Recycled by reloads before serving.
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..10 {
+        let old = h.workers_of("imap");
+        h.feed(Input::ReloadRequested);
+        for pid in old {
+            h.exit(pid, ExitStatus::Code(0));
+        }
+        h.advance(Duration::from_secs(3));
+    }
+    assert!(h.paused.is_empty(), "never throttled");
+    assert_eq!(h.workers_of("imap").len(), 1);
+}
+
+#[test]
 fn a_sighup_death_after_recycle_is_not_a_crash() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
     h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
