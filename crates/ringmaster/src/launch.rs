@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ImapdConf, RunAs};
-use crate::supervisor::SpawnRequest;
+use crate::supervisor::{Role, SpawnRequest};
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
 use crate::sys::users::Credentials;
@@ -163,6 +163,7 @@ impl Launcher {
             parent_death_signal: true,
             cwd: None,
             nice: self.child_nice,
+            own_process_group: matches!(request.role, Role::Worker { .. }),
         })
     }
 

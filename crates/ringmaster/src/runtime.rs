@@ -191,16 +191,18 @@ impl Runtime {
     }
 
     fn reap(&mut self) {
-        for (pid, kind) in sys::process::reap_all() {
-            let status = match kind {
+        for child in sys::process::reap_all() {
+            let status = match child.kind {
                 sys::process::ExitKind::Exited(code) => ExitStatus::Code(code),
                 sys::process::ExitKind::Signaled { signal, core } => {
                     ExitStatus::Signal { signal, core }
                 }
             };
             self.feed(Input::Exited {
-                pid: pid.as_raw(),
+                pid: child.pid.as_raw(),
                 status,
+                pgid: child.pgid.map(|g| g.as_raw()),
+                group_alive: child.group_alive,
             });
         }
     }
@@ -299,6 +301,17 @@ impl Runtime {
                     warn!("cannot send {signal} to {pid}: {err}");
                 }
             }
+            Action::SignalGroup { pgid, signal } => {
+                let signal = match signal {
+                    Sig::Hup => Signal::SIGHUP,
+                    Sig::Term => Signal::SIGTERM,
+                    Sig::Kill => Signal::SIGKILL,
+                };
+                let pgid = nix::unistd::Pid::from_raw(pgid);
+                if let Err(err) = sys::process::signal_group(pgid, signal) {
+                    warn!("cannot send {signal} to process group {pgid}: {err}");
+                }
+            }
             Action::Watch { pool, on } => self.watch(pool, on),
             Action::Pause { pool } => {
                 if let Some(io) = self.pools.get(&pool) {
@@ -332,9 +345,26 @@ impl Runtime {
                 self.trim_memory();
             }
             Action::Exit(code) => {
+                self.kill_escaped();
                 self.pools.clear();
                 self.exit_code = Some(code);
             }
+        }
+    }
+
+    /// Every child the supervisor knew of is gone; what is left are processes that escaped
+    /// their workers' groups (setsid) and came back to us as their subreaper. They would
+    /// outlive the master: kill them.
+    fn kill_escaped(&self) {
+        let left = sys::process::live_children();
+        for &pid in &left {
+            let _ = sys::process::send_signal(pid, Signal::SIGKILL);
+        }
+        if !left.is_empty() {
+            warn!(
+                "killed {} process(es) that escaped from workers: {left:?}",
+                left.len()
+            );
         }
     }
 

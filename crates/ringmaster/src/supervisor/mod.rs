@@ -12,6 +12,7 @@
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 
+mod leftovers;
 pub mod schedule;
 mod types;
 
@@ -269,6 +270,8 @@ pub struct Supervisor {
     /// Children that are neither workers nor daemons nor events (START commands).
     others: HashMap<Pid, Role>,
     reload: ReloadState,
+    /// Process groups reaped workers left behind.
+    leftovers: leftovers::Leftovers,
 }
 
 impl Supervisor {
@@ -290,6 +293,7 @@ impl Supervisor {
             events: Vec::new(),
             others: HashMap::new(),
             reload: ReloadState::default(),
+            leftovers: leftovers::Leftovers::default(),
         }
     }
 
@@ -387,7 +391,12 @@ impl Supervisor {
                 self.on_readable(pool, waiting, now, &mut out)
             }
             Input::Note { pool, note } => self.on_note(pool, note, now, &mut out),
-            Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
+            Input::Exited {
+                pid,
+                status,
+                pgid,
+                group_alive,
+            } => self.on_exit(pid, status, (pgid, group_alive), now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
             Input::Bound { service, families } => self.on_bound(service, families),
@@ -706,8 +715,24 @@ impl Supervisor {
         }
     }
 
-    fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Now, out: &mut Vec<Action>) {
+    fn on_exit(
+        &mut self,
+        pid: Pid,
+        status: ExitStatus,
+        (pgid, group_alive): (Option<Pid>, bool),
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(worker) = self.workers.remove(&pid) {
+            // A worker's group is its own, numbered by its pid: members left mean leftovers.
+            if group_alive && pgid == Some(pid) {
+                let (name, maxchild) = match self.services.get(&worker.pool.service) {
+                    Some(s) => (s.spec.name.clone(), s.limits.maxchild),
+                    None => (self.pool_name(worker.pool), u32::MAX),
+                };
+                let bound = leftovers::bound_for(maxchild);
+                self.leftovers.left_behind(&name, pid, bound, now.mono, out);
+            }
             self.on_worker_exit(pid, worker, status, now, out);
         } else if let Some(index) = self.daemons.iter().position(|d| d.pid == Some(pid)) {
             self.on_daemon_exit(index, status, now, out);
@@ -721,13 +746,17 @@ impl Supervisor {
                 self.on_start_command_exit(index, pid, status, now, out);
             }
         } else {
-            debug!("reaped unknown child {pid} ({status})");
+            self.leftovers.reaped_unknown(pid, status, pgid, now.mono);
+        }
+        if let (Some(pgid), false) = (pgid, group_alive) {
+            self.leftovers.group_gone(pgid);
         }
         if matches!(self.phase, Phase::Stopping { .. } | Phase::Draining { .. })
             && self.children().is_empty()
         {
             info!("all children have exited, closing down");
             self.phase = Phase::Exited;
+            self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
         }
     }
@@ -1186,6 +1215,7 @@ impl Supervisor {
         // their feet would only make idle Cyrus workers log a failed accept().
         self.release_all(false, out);
         self.term_non_workers(now, out);
+        self.leftovers.signal_all(Sig::Term, out);
         self.exit_if_empty(out);
     }
 
@@ -1226,6 +1256,7 @@ impl Supervisor {
         for w in self.workers.values_mut() {
             w.killed = true;
         }
+        self.leftovers.signal_all(Sig::Kill, out);
     }
 
     fn release_all(&mut self, refuse: bool, out: &mut Vec<Action>) {
@@ -1247,6 +1278,7 @@ impl Supervisor {
         if self.children().is_empty() && self.phase != Phase::Exited {
             info!("all children have exited, closing down");
             self.phase = Phase::Exited;
+            self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
         }
     }

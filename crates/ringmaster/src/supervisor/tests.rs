@@ -20,6 +20,7 @@ struct Harness {
     now: Now,
     next_pid: Pid,
     signals: Vec<(Pid, Sig)>,
+    group_signals: Vec<(Pid, Sig)>,
     spawned: Vec<(Pid, SpawnRequest)>,
     watching: BTreeSet<PoolId>,
     paused: BTreeSet<PoolId>,
@@ -72,6 +73,7 @@ impl Harness {
             },
             next_pid: 1000,
             signals: vec![],
+            group_signals: vec![],
             spawned: vec![],
             watching: BTreeSet::new(),
             paused: BTreeSet::new(),
@@ -118,6 +120,7 @@ impl Harness {
                 });
             }
             Action::Signal { pid, signal } => self.signals.push((pid, signal)),
+            Action::SignalGroup { pgid, signal } => self.group_signals.push((pgid, signal)),
             Action::Watch { pool, on } => {
                 if on {
                     self.watching.insert(pool);
@@ -178,7 +181,12 @@ impl Harness {
     }
 
     fn exit(&mut self, pid: Pid, status: ExitStatus) {
-        self.feed(Input::Exited { pid, status });
+        self.feed(Input::Exited {
+            pid,
+            status,
+            pgid: Some(pid),
+            group_alive: false,
+        });
     }
 
     fn signals_to(&self, pid: Pid) -> Vec<Sig> {
@@ -685,6 +693,8 @@ fn junk_notes_are_survived() {
     h.feed(Input::Exited {
         pid: 31337,
         status: ExitStatus::Code(0),
+        pgid: None,
+        group_alive: false,
     });
     assert_eq!(h.workers_of("imap"), vec![w]);
 }
@@ -755,4 +765,85 @@ proptest! {
             }
         }
     }
+}
+
+fn exit_leaving_group(h: &mut Harness, pid: Pid) {
+    h.feed(Input::Exited {
+        pid,
+        status: ExitStatus::Code(0),
+        pgid: Some(pid),
+        group_alive: true,
+    });
+}
+
+#[test]
+fn groups_left_behind_are_counted_and_forgotten_when_empty() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    h.note(w, Message::Connection);
+    exit_leaving_group(&mut h, w);
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    // One of its processes comes back to us and is reaped; others remain.
+    h.feed(Input::Exited {
+        pid: 50_000,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: true,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    // The last one: the group is empty.
+    h.feed(Input::Exited {
+        pid: 50_001,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: false,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 0);
+    assert!(h.group_signals.is_empty());
+}
+
+#[test]
+fn groups_left_behind_are_bounded_per_service_and_killed_at_stop() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let mut leavers = Vec::new();
+    for _ in 0..20 {
+        let w = h.workers_of("imap")[0];
+        h.note(w, Message::Connection);
+        exit_leaving_group(&mut h, w);
+        leavers.push(w);
+    }
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 16);
+    let killed: Vec<(Pid, Sig)> = leavers[..4].iter().map(|&p| (p, Sig::Kill)).collect();
+    assert_eq!(h.group_signals, killed, "the four oldest groups are killed");
+    // A killed group's processes are still attributed, and it is forgotten once empty.
+    h.feed(Input::Exited {
+        pid: 60_000,
+        status: ExitStatus::Signal {
+            signal: 9,
+            core: false,
+        },
+        pgid: Some(leavers[0]),
+        group_alive: false,
+    });
+    assert!(h.paused.is_empty(), "served workers: no throttle");
+    h.group_signals.clear();
+    h.feed(Input::Stop { graceful: false });
+    let termed: BTreeSet<Pid> = h
+        .group_signals
+        .iter()
+        .filter(|(_, s)| *s == Sig::Term)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(termed.len(), 19, "every known group gets SIGTERM at stop");
+    let w = h.workers_of("imap")[0];
+    h.group_signals.clear();
+    h.exit(w, ExitStatus::Code(75));
+    assert_eq!(h.exit, Some(0));
+    let killed: BTreeSet<Pid> = h
+        .group_signals
+        .iter()
+        .filter(|(_, s)| *s == Sig::Kill)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(killed, termed, "and SIGKILL as the master exits");
 }
