@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use nix::sys::signal::Signal;
 
 fn service_conf(name: &str, cmd: &str, port: u16, extra: &str) -> String {
     format!("SERVICES {{\n  {name} cmd=\"{cmd}\" listen=\"127.0.0.1:{port}\" {extra}\n}}\n")
@@ -106,4 +107,124 @@ fn a_worker_exiting_0_at_once_is_throttled() {
         "forked again while throttled"
     );
     assert_eq!(m.stop().map(|s| s.code()), Some(Some(0)));
+}
+
+/// A shell worker that counts one connection on the status pipe (so its exit is no failure),
+/// appends a line to `starts`, runs `leave` and exits 0: as fast a respawn as there can be.
+fn leaver_script(dir: &TestDir, starts: &std::path::Path, leave: &str) -> String {
+    let path = dir.path("leaver.sh");
+    let script = format!(
+        r#"#!/bin/sh
+p=$$
+printf "$(printf '\\%03o\\%03o\\%03o\\%03o\\%03o\\%03o\\%03o\\%03o' 3 0 0 0 $((p&255)) $((p>>8&255)) $((p>>16&255)) $((p>>24&255)))" >&3
+echo x >> {starts}
+{leave}
+exit 0
+"#,
+        starts = starts.display()
+    );
+    std::fs::write(&path, script).expect("write script");
+    let _ = std::process::Command::new("chmod")
+        .arg("0755")
+        .arg(&path)
+        .status();
+    path.display().to_string()
+}
+
+fn gone(pid: i32) -> bool {
+    matches!(state_of(pid), None | Some('Z'))
+}
+
+#[test]
+fn double_forking_workers_leave_a_bounded_number_of_processes_all_gone_at_stop() {
+    let dir = TestDir::new("leaver");
+    let port = free_port();
+    let starts = dir.path("starts");
+    // The subshell forks `sleep` and exits: a double fork, so the sleep is an orphan that
+    // stays in the worker's process group.
+    let cmd = leaver_script(&dir, &starts, "( sleep 120 3>&- 4>&- & )");
+    let conf = service_conf("leaver", &cmd, port, "prefork=1 maxforkrate=50");
+    let mut m = Start::new(&dir, &conf).start();
+    // Leftovers come back to the master (it is their subreaper) and stay bounded (16 groups
+    // per service here) while workers go on leaving them.
+    let mut most = 0;
+    let mut sleeps = BTreeSet::new();
+    let busy = wait_until(WAIT, || {
+        let kids = m.children();
+        most = most.max(kids.len());
+        sleeps.extend(
+            kids.iter()
+                .filter(|&&p| argv0_of(p).is_some_and(|a| a.ends_with("sleep"))),
+        );
+        lines_in(&starts) >= 80
+    });
+    assert!(busy, "workers did not keep coming:\n{}", m.log_text());
+    assert!(
+        !sleeps.is_empty(),
+        "no leftover came back to the master:\n{}",
+        m.log_text()
+    );
+    eprintln!(
+        "at most {most} children; {} leftover sleeps seen",
+        sleeps.len()
+    );
+    assert!(most <= 16 + 6, "{most} children of the master at once");
+    assert!(m.log_text().contains("left processes behind"));
+    let left: BTreeSet<i32> = m.children().into_iter().filter(|&p| !gone(p)).collect();
+    m.signal(Signal::SIGTERM);
+    assert_eq!(m.wait_exit(WAIT).map(|s| s.code()), Some(Some(0)));
+    for pid in left.iter().chain(&sleeps) {
+        assert!(
+            wait_until(WAIT, || gone(*pid)),
+            "{pid} outlived the master:\n{}",
+            m.log_text()
+        );
+    }
+    m.stop();
+}
+
+#[test]
+fn a_process_that_escapes_its_group_is_killed_when_the_master_stops() {
+    let dir = TestDir::new("setsid");
+    let port = free_port();
+    let starts = dir.path("starts");
+    let once = dir.path("once");
+    // First run: start a `setsid` sleep (out of the worker's group) and exit. Later runs
+    // stay idle, so nothing storms.
+    let leave = format!(
+        "if [ -e {once} ]; then exec sleep 120 3>&- 4>&-; fi\ntouch {once}\nsetsid sleep 121 3>&- 4>&- &",
+        once = once.display()
+    );
+    let cmd = leaver_script(&dir, &starts, &leave);
+    let conf = service_conf("escaper", &cmd, port, "prefork=1");
+    let mut m = Start::new(&dir, &conf).start();
+    let mut escaped = None;
+    let found = wait_until(WAIT, || {
+        escaped = m.children().into_iter().find(|&p| {
+            fs_cmdline(p).contains("121")
+                && nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(p))).ok()
+                    == Some(nix::unistd::Pid::from_raw(p))
+        });
+        escaped.is_some()
+    });
+    assert!(
+        found,
+        "the escaped process never came back to the master:\n{}",
+        m.log_text()
+    );
+    let escaped = escaped.unwrap_or_default();
+    m.signal(Signal::SIGTERM);
+    assert_eq!(m.wait_exit(WAIT).map(|s| s.code()), Some(Some(0)));
+    assert!(
+        wait_until(WAIT, || gone(escaped)),
+        "{escaped} outlived the master:\n{}",
+        m.log_text()
+    );
+    m.stop();
+}
+
+fn fs_cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
 }
