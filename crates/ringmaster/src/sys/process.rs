@@ -211,6 +211,52 @@ mod tests {
     }
 
     #[test]
+    fn a_subreaper_reaps_what_a_child_leaves_behind_with_its_group() {
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            if become_child_subreaper().is_err() {
+                return false;
+            }
+            // SAFETY: the child makes its own group, forks a grandchild that pauses until a
+            // signal ends it, and exits: async-signal-safe calls only.
+            let Some(leaver) = child(|| unsafe {
+                libc::setpgid(0, 0);
+                if libc::fork() == 0 {
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(0)
+            }) else {
+                return false;
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut all = Vec::new();
+            let reaped = |all: &mut Vec<Reaped>, want: usize| {
+                while all.len() < want && Instant::now() < deadline {
+                    all.extend(reap_all());
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            };
+            reaped(&mut all, 1);
+            let first = all.first().copied();
+            let left = first.is_some_and(|r| {
+                r.pid == leaver
+                    && r.kind == ExitKind::Exited(0)
+                    && r.pgid == Some(leaver)
+                    && r.group_alive
+            });
+            let killed = matches!(signal_group(leaver, Signal::SIGKILL), Ok(true));
+            // The grandchild came back to us: it is reaped here, in the same group, now empty.
+            reaped(&mut all, 2);
+            let second = all.get(1).copied();
+            let back =
+                second.is_some_and(|r| r.pid != leaver && r.pgid == Some(leaver) && !r.group_alive);
+            left && killed && back && !group_alive(leaver)
+        });
+        assert!(ok);
+    }
+
+    #[test]
     fn signalling_a_gone_process_is_not_an_error() {
         let ok = in_forked_child(Duration::from_secs(10), || {
             // SAFETY: the child pauses until a signal ends it.

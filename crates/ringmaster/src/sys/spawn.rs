@@ -912,6 +912,32 @@ ls -l /proc/$$/fd"#;
     }
 
     #[test]
+    fn a_child_may_get_a_process_group_of_its_own() {
+        let dir = TempDir::new("spawn-pgrp");
+        for own in [false, true] {
+            let out = dir.path().join(format!("out-{own}"));
+            // Field 5 of /proc/<pid>/stat is the process group (the name has no space here).
+            let mut spec = sh(
+                r#"read -r _ _ _ _ pgrp _ </proc/$$/stat; echo "$$ $pgrp" >"$1""#,
+                &out,
+            );
+            spec.own_process_group = own;
+            let status = run(&spec);
+            assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+            let report = std::fs::read_to_string(&out).expect("child output");
+            let ids: Vec<i32> = report
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let leader = ids.len() == 2 && ids[0] == ids[1];
+            assert_eq!(leader, own, "{report}");
+            if !own {
+                assert_eq!(ids.get(1).copied(), Some(nix::unistd::getpgrp().as_raw()));
+            }
+        }
+    }
+
+    #[test]
     fn exec_of_a_missing_program_is_enoent_in_the_parent() {
         let mut spec = sh("true", Path::new("/dev/null"));
         spec.program = cstr("/nonexistent/ringmaster-no-such-program");
