@@ -30,6 +30,14 @@ fn pool_token(kind: u64, pool: PoolId) -> u64 {
     kind << KIND_SHIFT | u64::from(pool.service.0) << 8 | u64::from(pool.family)
 }
 
+fn sig_of(signal: Sig) -> Signal {
+    match signal {
+        Sig::Hup => Signal::SIGHUP,
+        Sig::Term => Signal::SIGTERM,
+        Sig::Kill => Signal::SIGKILL,
+    }
+}
+
 fn token_pool(token: u64) -> PoolId {
     PoolId {
         service: ServiceKey(((token >> 8) & 0xffff_ffff) as u32),
@@ -302,14 +310,18 @@ impl Runtime {
                 }
             }
             Action::SignalGroup { pgid, signal } => {
-                let signal = match signal {
-                    Sig::Hup => Signal::SIGHUP,
-                    Sig::Term => Signal::SIGTERM,
-                    Sig::Kill => Signal::SIGKILL,
-                };
+                let signal = sig_of(signal);
                 let pgid = nix::unistd::Pid::from_raw(pgid);
                 if let Err(err) = sys::process::signal_group(pgid, signal) {
                     warn!("cannot send {signal} to process group {pgid}: {err}");
+                }
+            }
+            Action::SignalEscaped { signal, known } => {
+                let known: std::collections::HashSet<i32> = known.into_iter().collect();
+                for pid in sys::process::live_children() {
+                    if !known.contains(&pid.as_raw()) {
+                        let _ = sys::process::send_signal(pid, sig_of(signal));
+                    }
                 }
             }
             Action::Watch { pool, on } => self.watch(pool, on),

@@ -1216,6 +1216,10 @@ impl Supervisor {
         self.release_all(false, out);
         self.term_non_workers(now, out);
         self.leftovers.signal_all(Sig::Term, out);
+        out.push(Action::SignalEscaped {
+            signal: Sig::Term,
+            known: self.children(),
+        });
         self.exit_if_empty(out);
     }
 

@@ -121,6 +121,7 @@ impl Harness {
             }
             Action::Signal { pid, signal } => self.signals.push((pid, signal)),
             Action::SignalGroup { pgid, signal } => self.group_signals.push((pgid, signal)),
+            Action::SignalEscaped { .. } => {}
             Action::Watch { pool, on } => {
                 if on {
                     self.watching.insert(pool);

@@ -163,6 +163,12 @@ pub enum Action {
         pgid: Pid,
         signal: Sig,
     },
+    /// Signal every live child of the master that is not in `known`: processes that escaped
+    /// from their workers' groups (setsid) and came back to the master as their subreaper.
+    SignalEscaped {
+        signal: Sig,
+        known: Vec<Pid>,
+    },
     /// Watch (or stop watching) a pool's listener for readability.
     Watch {
         pool: PoolId,

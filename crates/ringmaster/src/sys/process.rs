@@ -60,9 +60,9 @@ pub fn reap_all() -> Vec<Reaped> {
                 signal: signal as i32,
                 core,
             },
-            // Without WUNTRACED/WCONTINUED nothing else is reported; look again.
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(Errno::EINTR) => continue,
+            // Without WUNTRACED/WCONTINUED nothing else is reported; never loop on it.
+            Ok(_) | Err(_) => break,
         };
         reaped.push(Reaped {
             pid,
