@@ -745,6 +745,15 @@ impl Supervisor {
             if let Role::Start { index } = role {
                 self.on_start_command_exit(index, pid, status, now, out);
             }
+        } else if let Some((group, w)) =
+            pgid.and_then(|g| self.workers.get(&g).map(|w| (g, w.pool)))
+        {
+            // A live worker's descendant whose parent went first came back to us: normal for
+            // a worker that runs a program which forks (a sendmail, say).
+            debug!(
+                "{}: reaped process {pid} ({status}) started under worker {group}",
+                self.pool_name(w)
+            );
         } else {
             self.leftovers.reaped_unknown(pid, status, pgid, now.mono);
         }

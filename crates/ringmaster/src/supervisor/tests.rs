@@ -848,3 +848,18 @@ fn groups_left_behind_are_bounded_per_service_and_killed_at_stop() {
         .collect();
     assert_eq!(killed, termed, "and SIGKILL as the master exits");
 }
+
+#[test]
+fn a_live_workers_stray_descendant_is_no_leftover() {
+    let mut h = Harness::booted(config(vec![service("lmtp", 24, 1, None)]));
+    let w = h.workers_of("lmtp")[0];
+    h.feed(Input::Exited {
+        pid: 70_000,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: true,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("lmtp"), 0);
+    assert_eq!(h.workers_of("lmtp"), vec![w]);
+    assert!(h.group_signals.is_empty() && h.signals.is_empty());
+}
