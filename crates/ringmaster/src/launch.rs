@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::config::{
     self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Unresolved,
 };
-use crate::supervisor::SpawnRequest;
+use crate::supervisor::{Role, SpawnRequest};
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
 use crate::sys::users::Credentials;
@@ -182,6 +182,7 @@ impl Launcher {
             parent_death_signal: true,
             cwd: None,
             nice: self.child_nice,
+            own_process_group: matches!(request.role, Role::Worker { .. }),
         })
     }
 

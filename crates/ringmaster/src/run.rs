@@ -85,6 +85,10 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             warn!("cannot detach stdio: {err}");
         }
     }
+    // After daemonizing: the attribute is not inherited by fork.
+    if let Err(err) = sys::process::become_child_subreaper() {
+        warn!("cannot become the reaper of escaped processes (PR_SET_CHILD_SUBREAPER): {err}");
+    }
     // The master outranks its workers, so forking a whole pool is not slowed by the pool.
     launcher.set_child_nice(sys::process::raise_master_priority());
     let imapd = launcher.setup().imapd.clone();

@@ -30,6 +30,14 @@ fn pool_token(kind: u64, pool: PoolId) -> u64 {
     kind << KIND_SHIFT | u64::from(pool.service.0) << 8 | u64::from(pool.family)
 }
 
+fn sig_of(signal: Sig) -> Signal {
+    match signal {
+        Sig::Hup => Signal::SIGHUP,
+        Sig::Term => Signal::SIGTERM,
+        Sig::Kill => Signal::SIGKILL,
+    }
+}
+
 fn token_pool(token: u64) -> PoolId {
     PoolId {
         service: ServiceKey(((token >> 8) & 0xffff_ffff) as u32),
@@ -192,16 +200,18 @@ impl Runtime {
     }
 
     fn reap(&mut self) {
-        for (pid, kind) in sys::process::reap_all() {
-            let status = match kind {
+        for child in sys::process::reap_all() {
+            let status = match child.kind {
                 sys::process::ExitKind::Exited(code) => ExitStatus::Code(code),
                 sys::process::ExitKind::Signaled { signal, core } => {
                     ExitStatus::Signal { signal, core }
                 }
             };
             self.feed(Input::Exited {
-                pid: pid.as_raw(),
+                pid: child.pid.as_raw(),
                 status,
+                pgid: child.pgid.map(|g| g.as_raw()),
+                group_alive: child.group_alive,
             });
         }
     }
@@ -300,6 +310,21 @@ impl Runtime {
                     warn!("cannot send {signal} to {pid}: {err}");
                 }
             }
+            Action::SignalGroup { pgid, signal } => {
+                let signal = sig_of(signal);
+                let pgid = nix::unistd::Pid::from_raw(pgid);
+                if let Err(err) = sys::process::signal_group(pgid, signal) {
+                    warn!("cannot send {signal} to process group {pgid}: {err}");
+                }
+            }
+            Action::SignalEscaped { signal, known } => {
+                let known: std::collections::HashSet<i32> = known.into_iter().collect();
+                for pid in sys::process::live_children() {
+                    if !known.contains(&pid.as_raw()) {
+                        let _ = sys::process::send_signal(pid, sig_of(signal));
+                    }
+                }
+            }
             Action::Watch { pool, on } => self.watch(pool, on),
             Action::Pause { pool } => {
                 if let Some(io) = self.pools.get(&pool) {
@@ -332,9 +357,26 @@ impl Runtime {
                 self.trim_memory();
             }
             Action::Exit(code) => {
+                self.kill_escaped();
                 self.pools.clear();
                 self.exit_code = Some(code);
             }
+        }
+    }
+
+    /// Every child the supervisor knew of is gone; what is left are processes that escaped
+    /// their workers' groups (setsid) and came back to us as their subreaper. They would
+    /// outlive the master: kill them.
+    fn kill_escaped(&self) {
+        let left = sys::process::live_children();
+        for &pid in &left {
+            let _ = sys::process::send_signal(pid, Signal::SIGKILL);
+        }
+        if !left.is_empty() {
+            warn!(
+                "killed {} process(es) that escaped from workers: {left:?}",
+                left.len()
+            );
         }
     }
 

@@ -13,6 +13,7 @@
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 
 mod faults;
+mod leftovers;
 pub mod schedule;
 mod types;
 
@@ -35,6 +36,10 @@ use schedule::LocalClock;
 const MAX_READY_FAILS: u32 = 5;
 /// ...each within this long of the one before, throttles its pool.
 const READY_FAIL_INTERVAL: Duration = Duration::from_secs(10);
+/// A worker that exits cleanly without serving counts as a failure only when it lived less
+/// than this: Cyrus's idle workers exit 0 unserved when their program file changed (a package
+/// upgrade), all at once, and their replacements are healthy.
+const QUICK_EXIT: Duration = Duration::from_secs(5);
 /// First pause of a throttled pool; it doubles each time, up to [`MAX_THROTTLE`].
 const FIRST_THROTTLE: Duration = Duration::from_secs(10);
 const MAX_THROTTLE: Duration = Duration::from_secs(300);
@@ -106,6 +111,8 @@ struct Worker {
     killed: bool,
     /// Old idle worker kept serving until a ready replacement exists (or until then).
     held_until: Option<Instant>,
+    /// It counted a connection (CONNECTION or CONNECTION_MULTI) at least once.
+    served: bool,
 }
 
 impl Worker {
@@ -289,6 +296,8 @@ pub struct Supervisor {
     others: HashMap<Pid, Role>,
     reload: ReloadState,
     faults: faults::Faults,
+    /// Process groups reaped workers left behind.
+    leftovers: leftovers::Leftovers,
 }
 
 impl Supervisor {
@@ -311,6 +320,7 @@ impl Supervisor {
             others: HashMap::new(),
             reload: ReloadState::default(),
             faults: faults::Faults::default(),
+            leftovers: leftovers::Leftovers::default(),
         }
     }
 
@@ -373,7 +383,7 @@ impl Supervisor {
         if matches!(self.phase, Phase::Running) {
             for (id, pool) in &self.pools {
                 consider(pool.throttled_until);
-                if self.wants_fork(*id) {
+                if self.wants_fork(*id) || self.rate_holds_watch(*id) {
                     consider(self.fork_allowed_at(*id));
                 }
             }
@@ -409,7 +419,12 @@ impl Supervisor {
                 self.on_readable(pool, waiting, now, &mut out)
             }
             Input::Note { pool, note } => self.on_note(pool, note, now),
-            Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
+            Input::Exited {
+                pid,
+                status,
+                pgid,
+                group_alive,
+            } => self.on_exit(pid, status, (pgid, group_alive), now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
             Input::Bound { service, families } => {
@@ -575,6 +590,7 @@ impl Supervisor {
                         term_at: None,
                         killed: false,
                         held_until: None,
+                        served: false,
                     },
                 );
                 debug!("forked worker {pid} for {}", self.pool_name(pool));
@@ -699,6 +715,9 @@ impl Supervisor {
             (WorkerState::Busy, Message::ConnectionMulti) => WorkerState::Ready,
             (state, Message::ConnectionMulti) => state,
         };
+        if matches!(message, Message::Connection | Message::ConnectionMulti) {
+            worker.served = true;
+        }
         let worker = worker.clone();
         if before == WorkerState::Starting && worker.state == WorkerState::Ready {
             // It told us it is ready before its first client: this pool's workers announce.
@@ -709,16 +728,33 @@ impl Supervisor {
                 }
             }
         }
-        if worker.state == WorkerState::Busy && before != WorkerState::Busy {
+        if matches!(message, Message::Connection | Message::ConnectionMulti) {
             if let Some(p) = self.pools.get_mut(&pool) {
-                // It served: the run of failures is over.
+                // It served: the run of failures is over. (UNAVAILABLE alone is no proof:
+                // a Cyrus worker that fails its start-up sends it just before exiting.)
                 p.ready_fails = 0;
             }
         }
     }
 
-    fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Now, out: &mut Vec<Action>) {
+    fn on_exit(
+        &mut self,
+        pid: Pid,
+        status: ExitStatus,
+        (pgid, group_alive): (Option<Pid>, bool),
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(worker) = self.workers.remove(&pid) {
+            // A worker's group is its own, numbered by its pid: members left mean leftovers.
+            if group_alive && pgid == Some(pid) {
+                let (name, maxchild) = match self.services.get(&worker.pool.service) {
+                    Some(s) => (s.spec.name.clone(), s.limits.maxchild),
+                    None => (self.pool_name(worker.pool), u32::MAX),
+                };
+                let bound = leftovers::bound_for(maxchild);
+                self.leftovers.left_behind(&name, pid, bound, now.mono, out);
+            }
             self.on_worker_exit(pid, worker, status, now, out);
         } else if let Some(index) = self.daemons.iter().position(|d| d.pid == Some(pid)) {
             self.on_daemon_exit(index, status, now, out);
@@ -731,14 +767,27 @@ impl Supervisor {
             if let Role::Start { index } = role {
                 self.on_start_command_exit(index, pid, status, now, out);
             }
+        } else if let Some((group, w)) =
+            pgid.and_then(|g| self.workers.get(&g).map(|w| (g, w.pool)))
+        {
+            // A live worker's descendant whose parent went first came back to us: normal for
+            // a worker that runs a program which forks (a sendmail, say).
+            debug!(
+                "{}: reaped process {pid} ({status}) started under worker {group}",
+                self.pool_name(w)
+            );
         } else {
-            debug!("reaped unknown child {pid} ({status})");
+            self.leftovers.reaped_unknown(pid, status, pgid, now.mono);
+        }
+        if let (Some(pgid), false) = (pgid, group_alive) {
+            self.leftovers.group_gone(pgid);
         }
         if matches!(self.phase, Phase::Stopping { .. } | Phase::Draining { .. })
             && self.children().is_empty()
         {
             info!("all children have exited, closing down");
             self.phase = Phase::Exited;
+            self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
         }
     }
@@ -768,16 +817,24 @@ impl Supervisor {
                 .is_none_or(|s| s.retiring);
         let recycled = recycled || retired;
         let stopped = w.term_at.is_some() || matches!(self.phase, Phase::Stopping { .. });
+        // Failures count only for workers we let be: not recycled, retired nor stopped.
+        let ours = !stopped && !recycled && w.hup_at.is_none();
         if !status.is_clean() && !recycled {
             if !stopped {
                 out.push(Action::CleanupAfterCrash { pid });
                 warn!("{name}: worker {pid} ended with {status}");
             }
-            if !stopped && w.hup_at.is_none() && w.is_idle() {
+            if ours && (w.is_idle() || !w.served) {
                 self.count_ready_fail(w.pool, now, out);
             }
         } else {
             debug!("{name}: worker {pid} exited ({status})");
+            // Exiting at once without serving, whatever the status, is a failure too: a
+            // worker that exits 0 at start would otherwise be forked as fast as it exits.
+            if ours && !w.served && now.mono.saturating_duration_since(w.forked_at) < QUICK_EXIT {
+                debug!("{name}: worker {pid} exited before serving a client");
+                self.count_ready_fail(w.pool, now, out);
+            }
         }
     }
 
@@ -1302,6 +1359,11 @@ impl Supervisor {
         // their feet would only make idle Cyrus workers log a failed accept().
         self.release_all(false, out);
         self.term_non_workers(now, out);
+        self.leftovers.signal_all(Sig::Term, out);
+        out.push(Action::SignalEscaped {
+            signal: Sig::Term,
+            known: self.children(),
+        });
         self.exit_if_empty(out);
     }
 
@@ -1342,6 +1404,7 @@ impl Supervisor {
         for w in self.workers.values_mut() {
             w.killed = true;
         }
+        self.leftovers.signal_all(Sig::Kill, out);
     }
 
     fn release_all(&mut self, refuse: bool, out: &mut Vec<Action>) {
@@ -1363,6 +1426,7 @@ impl Supervisor {
         if self.children().is_empty() && self.phase != Phase::Exited {
             info!("all children have exited, closing down");
             self.phase = Phase::Exited;
+            self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
         }
     }
@@ -1566,6 +1630,25 @@ impl Supervisor {
         self.may_fork_for_waiting(id, now) && self.pool_counts(id).1 + starting == 0
     }
 
+    /// Only maxforkrate keeps the listener unwatched: connections may wait for a worker that
+    /// the rate forbids now, so the moment it allows one must wake us to watch again (nothing
+    /// else would: the listener is not watched meanwhile).
+    fn rate_holds_watch(&self, id: PoolId) -> bool {
+        let Some(pool) = self.pools.get(&id) else {
+            return false;
+        };
+        let Some(rate) = self.services.get(&id.service).map(|s| s.limits.maxforkrate) else {
+            return false;
+        };
+        if pool.watching || rate == 0 || (pool.recent_forks.len() as u32) < rate {
+            return false;
+        }
+        let Some(later) = self.fork_allowed_at(id) else {
+            return false;
+        };
+        self.wants_watch(id, later)
+    }
+
     /// None when the fork rate allows a fork; else the moment it will.
     fn fork_allowed_at(&self, id: PoolId) -> Option<Instant> {
         let pool = self.pools.get(&id)?;
@@ -1742,7 +1825,8 @@ impl Supervisor {
         pool.ready_fails = 0;
         pool.throttled_until = Some(now.mono + pause);
         error!(
-            "too many failures for service {name}: refusing connections for {}s, then retrying",
+            "too many failures for service {name} (workers ending before they serve): \
+             refusing connections for {}s, then retrying",
             pause.as_secs()
         );
         out.push(Action::Pause { pool: id });

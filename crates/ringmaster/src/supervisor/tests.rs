@@ -20,6 +20,7 @@ struct Harness {
     now: Now,
     next_pid: Pid,
     signals: Vec<(Pid, Sig)>,
+    group_signals: Vec<(Pid, Sig)>,
     spawned: Vec<(Pid, SpawnRequest)>,
     watching: BTreeSet<PoolId>,
     paused: BTreeSet<PoolId>,
@@ -78,6 +79,7 @@ impl Harness {
             },
             next_pid: 1000,
             signals: vec![],
+            group_signals: vec![],
             spawned: vec![],
             watching: BTreeSet::new(),
             paused: BTreeSet::new(),
@@ -137,6 +139,8 @@ impl Harness {
                 });
             }
             Action::Signal { pid, signal } => self.signals.push((pid, signal)),
+            Action::SignalGroup { pgid, signal } => self.group_signals.push((pgid, signal)),
+            Action::SignalEscaped { .. } => {}
             Action::Watch { pool, on } => {
                 if on {
                     self.watching.insert(pool);
@@ -201,7 +205,12 @@ impl Harness {
     }
 
     fn exit(&mut self, pid: Pid, status: ExitStatus) {
-        self.feed(Input::Exited { pid, status });
+        self.feed(Input::Exited {
+            pid,
+            status,
+            pgid: Some(pid),
+            group_alive: false,
+        });
     }
 
     fn signals_to(&self, pid: Pid) -> Vec<Sig> {
@@ -271,6 +280,38 @@ fn maxforkrate_spreads_forks() {
 }
 
 #[test]
+fn maxforkrate_goes_on_forking_while_clients_wait() {
+    // On demand only (prefork=0), clients arriving faster than the rate: once the rate
+    // window reopens, the listener is watched again and forking goes on.
+    let mut s = service("lmtp", 24, 0, None);
+    s.maxforkrate = 2;
+    let mut h = Harness::booted(config(vec![s]));
+    let pool = *h.watching.iter().next().expect("listener watched");
+    let mut forked = 0;
+    for round in 1..=4 {
+        h.feed(Input::ListenerReadable { pool, waiting: 5 });
+        let workers = h.workers_of("lmtp");
+        assert_eq!(
+            workers.len() - forked,
+            2,
+            "round {round}: the rate allows two"
+        );
+        forked = workers.len();
+        for &w in &workers {
+            h.note(w, Message::Connection);
+        }
+        assert!(!h.watching.contains(&pool), "rate-limited: not watched");
+        let next = h
+            .sup
+            .next_deadline()
+            .expect("a deadline for the rate window");
+        assert!(next > h.now.mono);
+        h.advance(next - h.now.mono);
+        assert!(h.watching.contains(&pool), "window reopened: watched again");
+    }
+}
+
+#[test]
 fn crashes_before_serving_throttle_then_retry() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
     for _ in 0..5 {
@@ -289,6 +330,48 @@ fn crashes_before_serving_throttle_then_retry() {
     assert!(h.workers_of("imap").is_empty());
     h.advance(Duration::from_secs(6));
     assert!(h.paused.is_empty(), "retried after the pause");
+    assert_eq!(h.workers_of("imap").len(), 1);
+}
+
+#[test]
+fn clean_exits_before_serving_throttle_too() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..5 {
+        let w = h.workers_of("imap")[0];
+        h.exit(w, ExitStatus::Code(0));
+    }
+    assert_eq!(h.paused.len(), 1, "throttled after five quick clean exits");
+    assert!(h.workers_of("imap").is_empty());
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.workers_of("imap").len(), 1, "retried after the pause");
+}
+
+#[test]
+fn served_long_lived_and_recycled_workers_are_no_failures() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    // Served once, then exits cleanly (its -U uses are over), many times over.
+    for _ in 0..10 {
+        let w = h.workers_of("imap")[0];
+        h.note(w, Message::Connection);
+        h.exit(w, ExitStatus::Code(0));
+    }
+    // Lived a while, never served, exits 0 (Cyrus: its program file changed).
+    for _ in 0..10 {
+        h.advance(Duration::from_secs(6));
+        let w = h.workers_of("imap")[0];
+        h.exit(w, ExitStatus::Code(0));
+    }
+    // Recycled by reloads before serving.
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    for _ in 0..10 {
+        let old = h.workers_of("imap");
+        h.feed(Input::ReloadRequested);
+        for pid in old {
+            h.exit(pid, ExitStatus::Code(0));
+        }
+        h.advance(Duration::from_secs(3));
+    }
+    assert!(h.paused.is_empty(), "never throttled");
     assert_eq!(h.workers_of("imap").len(), 1);
 }
 
@@ -706,6 +789,8 @@ fn junk_notes_are_survived() {
     h.feed(Input::Exited {
         pid: 31337,
         status: ExitStatus::Code(0),
+        pgid: None,
+        group_alive: false,
     });
     assert_eq!(h.workers_of("imap"), vec![w]);
 }
@@ -913,4 +998,100 @@ fn a_reload_leaves_a_running_daemon_it_cannot_resolve_untouched() {
     h.feed(Input::ReloadRequested);
     assert!(h.signals_to(pid).is_empty());
     assert_eq!(h.spawned.len(), 1);
+}
+
+fn exit_leaving_group(h: &mut Harness, pid: Pid) {
+    h.feed(Input::Exited {
+        pid,
+        status: ExitStatus::Code(0),
+        pgid: Some(pid),
+        group_alive: true,
+    });
+}
+
+#[test]
+fn groups_left_behind_are_counted_and_forgotten_when_empty() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    h.note(w, Message::Connection);
+    exit_leaving_group(&mut h, w);
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    // One of its processes comes back to us and is reaped; others remain.
+    h.feed(Input::Exited {
+        pid: 50_000,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: true,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    // The last one: the group is empty.
+    h.feed(Input::Exited {
+        pid: 50_001,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: false,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 0);
+    assert!(h.group_signals.is_empty());
+}
+
+#[test]
+fn groups_left_behind_are_bounded_per_service_and_killed_at_stop() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let mut leavers = Vec::new();
+    for _ in 0..20 {
+        let w = h.workers_of("imap")[0];
+        h.note(w, Message::Connection);
+        exit_leaving_group(&mut h, w);
+        leavers.push(w);
+    }
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 16);
+    let killed: Vec<(Pid, Sig)> = leavers[..4].iter().map(|&p| (p, Sig::Kill)).collect();
+    assert_eq!(h.group_signals, killed, "the four oldest groups are killed");
+    // A killed group's processes are still attributed, and it is forgotten once empty.
+    h.feed(Input::Exited {
+        pid: 60_000,
+        status: ExitStatus::Signal {
+            signal: 9,
+            core: false,
+        },
+        pgid: Some(leavers[0]),
+        group_alive: false,
+    });
+    assert!(h.paused.is_empty(), "served workers: no throttle");
+    h.group_signals.clear();
+    h.feed(Input::Stop { graceful: false });
+    let termed: BTreeSet<Pid> = h
+        .group_signals
+        .iter()
+        .filter(|(_, s)| *s == Sig::Term)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(termed.len(), 19, "every known group gets SIGTERM at stop");
+    let w = h.workers_of("imap")[0];
+    h.group_signals.clear();
+    h.exit(w, ExitStatus::Code(75));
+    assert_eq!(h.exit, Some(0));
+    let killed: BTreeSet<Pid> = h
+        .group_signals
+        .iter()
+        .filter(|(_, s)| *s == Sig::Kill)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(killed, termed, "and SIGKILL as the master exits");
+}
+
+#[test]
+fn a_live_workers_stray_descendant_is_no_leftover() {
+    let mut h = Harness::booted(config(vec![service("lmtp", 24, 1, None)]));
+    let w = h.workers_of("lmtp")[0];
+    h.feed(Input::Exited {
+        pid: 70_000,
+        status: ExitStatus::Code(0),
+        pgid: Some(w),
+        group_alive: true,
+    });
+    assert_eq!(h.sup.leftovers.live_groups("lmtp"), 0);
+    assert_eq!(h.workers_of("lmtp"), vec![w]);
+    assert!(h.group_signals.is_empty() && h.signals.is_empty());
 }

@@ -103,8 +103,15 @@ pub enum Input {
     ListenerReadable { pool: PoolId, waiting: u32 },
     /// A status note arrived on a pool's pipe.
     Note { pool: PoolId, note: RawNote },
-    /// A child was reaped.
-    Exited { pid: Pid, status: ExitStatus },
+    /// A child was reaped: one we started, or one of their descendants that came back to us
+    /// (the master is their subreaper). `pgid`: its process group, when it could be read;
+    /// `group_alive`: that group still has members (it left processes behind).
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+        pgid: Option<Pid>,
+        group_alive: bool,
+    },
     /// A spawn request became a process.
     Spawned { role: Role, pid: Pid },
     /// A spawn request failed (fork or exec); the error is for the log.
@@ -150,6 +157,17 @@ pub enum Action {
     Signal {
         pid: Pid,
         signal: Sig,
+    },
+    /// Signal every process of a group a worker left behind (never the master's own).
+    SignalGroup {
+        pgid: Pid,
+        signal: Sig,
+    },
+    /// Signal every live child of the master that is not in `known`: processes that escaped
+    /// from their workers' groups (setsid) and came back to the master as their subreaper.
+    SignalEscaped {
+        signal: Sig,
+        known: Vec<Pid>,
     },
     /// Watch (or stop watching) a pool's listener for readability.
     Watch {

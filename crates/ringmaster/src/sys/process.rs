@@ -1,10 +1,12 @@
-//! Children after the fork: reaping every exited child at once, and sending signals to them.
+//! Children after the fork: reaping every exited child at once (with its process group, and
+//! whether that group lives on), sending signals to them and their groups, and the
+//! child-subreaper role that brings escaped grandchildren back to the master.
 
 use std::io;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// How a child ended.
@@ -21,28 +23,103 @@ pub enum ExitKind {
     },
 }
 
-/// Reap every child that has ended, without blocking: `waitpid(-1, WNOHANG)` until none is
-/// left (SIGCHLDs coalesce, so one signal may stand for many children). No children at all
-/// (ECHILD) is an empty result, not an error. Call once at startup too.
-pub fn reap_all() -> Vec<(Pid, ExitKind)> {
+/// One reaped child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub pid: Pid,
+    pub kind: ExitKind,
+    /// Its process group, read while it was a zombie; None if that failed.
+    pub pgid: Option<Pid>,
+    /// That group still had members once the whole batch was reaped.
+    pub group_alive: bool,
+}
+
+/// Reap every child that has ended, without blocking, until none is left (SIGCHLDs coalesce,
+/// so one signal may stand for many children). No children at all (ECHILD) is an empty
+/// result, not an error. Call once at startup too.
+///
+/// Each child is first looked at without reaping it (waitid with WNOWAIT) to read its process
+/// group, which a reaped process no longer has; once the batch is reaped, one `kill(-pgid, 0)`
+/// per child says whether its group lives on (processes it left behind).
+pub fn reap_all() -> Vec<Reaped> {
     let mut reaped = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, status)) => reaped.push((pid, ExitKind::Exited(status))),
-            Ok(WaitStatus::Signaled(pid, signal, core)) => reaped.push((
-                pid,
-                ExitKind::Signaled {
-                    signal: signal as i32,
-                    core,
-                },
-            )),
-            // Without WUNTRACED/WCONTINUED nothing else is reported; skip it if it is.
-            Ok(WaitStatus::StillAlive) => return reaped,
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(_) => return reaped, // ECHILD: nothing left to wait for
-        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let pid = match waitid(Id::All, flags) {
+            Ok(status) => match status.pid() {
+                Some(pid) => pid,
+                None => break, // StillAlive: nothing more has ended
+            },
+            Err(Errno::EINTR) => continue,
+            Err(_) => break, // ECHILD: nothing left to wait for
+        };
+        let pgid = nix::unistd::getpgid(Some(pid)).ok();
+        let kind = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, status)) => ExitKind::Exited(status),
+            Ok(WaitStatus::Signaled(_, signal, core)) => ExitKind::Signaled {
+                signal: signal as i32,
+                core,
+            },
+            Err(Errno::EINTR) => continue,
+            // Without WUNTRACED/WCONTINUED nothing else is reported; never loop on it.
+            Ok(_) | Err(_) => break,
+        };
+        reaped.push(Reaped {
+            pid,
+            kind,
+            pgid,
+            group_alive: false,
+        });
     }
+    for child in &mut reaped {
+        child.group_alive = child.pgid.is_some_and(group_alive);
+    }
+    reaped
+}
+
+/// Whether any process (zombies included) is left in process group `pgid`.
+pub fn group_alive(pgid: Pid) -> bool {
+    // EPERM: members exist that we may not signal; they are there all the same.
+    !matches!(nix::sys::signal::killpg(pgid, None), Err(Errno::ESRCH))
+}
+
+/// Send `signal` to every process of group `pgid`. Ok(false) when the group is empty (ESRCH).
+pub fn signal_group(pgid: Pid, signal: Signal) -> io::Result<bool> {
+    if pgid.as_raw() <= 1 {
+        // Never the caller's own group (0) nor every process (-1 would be 1).
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    match nix::sys::signal::killpg(pgid, signal) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the master the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): a
+/// process a worker leaves behind comes back to the master when the worker exits, instead of
+/// going to PID 1 out of sight.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; it changes an attribute of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Live children of the master (escaped descendants included, the master being their
+/// subreaper), from /proc/self/task/<pid>/children; the master is single-threaded, so its
+/// one task has every child.
+pub fn live_children() -> Vec<Pid> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/self/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// Send `signal` to `pid`. Ok(true) when sent, Ok(false) when no such process exists any
@@ -112,7 +189,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut all = Vec::new();
             while all.len() < 3 && Instant::now() < deadline {
-                all.extend(reap_all());
+                all.extend(reap_all().into_iter().map(|r| (r.pid, r.kind)));
                 std::thread::sleep(Duration::from_millis(2));
             }
             all.sort_by_key(|(pid, _)| pid.as_raw());
@@ -129,6 +206,52 @@ mod tests {
             ];
             want.sort_by_key(|(pid, _)| pid.as_raw());
             all == want && reap_all().is_empty()
+        });
+        assert!(ok);
+    }
+
+    #[test]
+    fn a_subreaper_reaps_what_a_child_leaves_behind_with_its_group() {
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            if become_child_subreaper().is_err() {
+                return false;
+            }
+            // SAFETY: the child makes its own group, forks a grandchild that pauses until a
+            // signal ends it, and exits: async-signal-safe calls only.
+            let Some(leaver) = child(|| unsafe {
+                libc::setpgid(0, 0);
+                if libc::fork() == 0 {
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(0)
+            }) else {
+                return false;
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut all = Vec::new();
+            let reaped = |all: &mut Vec<Reaped>, want: usize| {
+                while all.len() < want && Instant::now() < deadline {
+                    all.extend(reap_all());
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            };
+            reaped(&mut all, 1);
+            let first = all.first().copied();
+            let left = first.is_some_and(|r| {
+                r.pid == leaver
+                    && r.kind == ExitKind::Exited(0)
+                    && r.pgid == Some(leaver)
+                    && r.group_alive
+            });
+            let killed = matches!(signal_group(leaver, Signal::SIGKILL), Ok(true));
+            // The grandchild came back to us: it is reaped here, in the same group, now empty.
+            reaped(&mut all, 2);
+            let second = all.get(1).copied();
+            let back =
+                second.is_some_and(|r| r.pid != leaver && r.pgid == Some(leaver) && !r.group_alive);
+            left && killed && back && !group_alive(leaver)
         });
         assert!(ok);
     }

@@ -63,6 +63,9 @@ pub struct ExecSpec {
     /// runs at another one than its children should. Until then it has the master's, so
     /// that the master, waiting for the exec, is not held up by a busy machine.
     pub nice: Option<i32>,
+    /// Start the child in a process group of its own (setpgid(0, 0)), so that whatever it
+    /// leaves behind when it exits can be found, and signalled, by that group.
+    pub own_process_group: bool,
 }
 
 /// The step of the child's setup that failed, as reported back to the parent.
@@ -84,6 +87,7 @@ enum Stage {
     Chdir,
     Exec,
     Priority,
+    ProcessGroup,
 }
 
 impl Stage {
@@ -105,6 +109,7 @@ impl Stage {
             Chdir,
             Exec,
             Priority,
+            ProcessGroup,
         ]
         .into_iter()
         .find(|s| *s as i32 == code)
@@ -127,6 +132,7 @@ impl Stage {
             Stage::Chdir => "chdir",
             Stage::Exec => "execve",
             Stage::Priority => "setpriority",
+            Stage::ProcessGroup => "setpgid",
         }
     }
 }
@@ -142,6 +148,7 @@ struct ChildPlan<'a> {
     credentials: Option<&'a Credentials>,
     death_signal: bool,
     cwd: Option<&'a CStr>,
+    own_process_group: bool,
     /// The master's pid, for the getppid check after PR_SET_PDEATHSIG.
     parent: libc::pid_t,
     /// Upper bound of the fcntl loop used when close_range is unavailable.
@@ -177,6 +184,7 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         credentials: spec.credentials.as_ref(),
         death_signal: spec.parent_death_signal,
         cwd: spec.cwd.as_deref(),
+        own_process_group: spec.own_process_group,
         parent: nix::unistd::getpid().as_raw(),
         fd_scan_limit: fd_scan_limit(),
     };
@@ -429,6 +437,12 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
                 fail(report_fd, Stage::CloseOnExec);
             }
         }
+    }
+
+    // (b2) a process group of its own, before the identity change (as root or not, a
+    // process may always make itself a group leader).
+    if plan.own_process_group && libc::setpgid(0, 0) != 0 {
+        fail(report_fd, Stage::ProcessGroup);
     }
 
     // (c) RLIMIT_NOFILE.
@@ -693,6 +707,7 @@ mod tests {
             parent_death_signal: false,
             cwd: None,
             nice: None,
+            own_process_group: false,
         }
     }
 
@@ -856,6 +871,7 @@ ls -l /proc/$$/fd"#;
                     parent_death_signal: true,
                     cwd: None,
                     nice: None,
+                    own_process_group: false,
                 };
                 match spawn(&spec) {
                     Ok(pid) => std::fs::write(&pid_path2, pid.to_string()).is_ok(),
@@ -893,6 +909,32 @@ ls -l /proc/$$/fd"#;
         assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
         let report = std::fs::read_to_string(&out).expect("child output");
         assert_eq!(fd_numbers(&report), vec![0, 1, 2], "{report}");
+    }
+
+    #[test]
+    fn a_child_may_get_a_process_group_of_its_own() {
+        let dir = TempDir::new("spawn-pgrp");
+        for own in [false, true] {
+            let out = dir.path().join(format!("out-{own}"));
+            // Field 5 of /proc/<pid>/stat is the process group (the name has no space here).
+            let mut spec = sh(
+                r#"read -r _ _ _ _ pgrp _ </proc/$$/stat; echo "$$ $pgrp" >"$1""#,
+                &out,
+            );
+            spec.own_process_group = own;
+            let status = run(&spec);
+            assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+            let report = std::fs::read_to_string(&out).expect("child output");
+            let ids: Vec<i32> = report
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let leader = ids.len() == 2 && ids[0] == ids[1];
+            assert_eq!(leader, own, "{report}");
+            if !own {
+                assert_eq!(ids.get(1).copied(), Some(nix::unistd::getpgrp().as_raw()));
+            }
+        }
     }
 
     #[test]
