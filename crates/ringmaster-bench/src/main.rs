@@ -166,7 +166,19 @@ impl Common {
     }
 }
 
-/// Start a master, run the client load (sending SIGHUP every `hup` meanwhile), stop it.
+/// What a load run does to the master meanwhile.
+#[derive(Debug, Clone, Copy)]
+enum Disturb {
+    Nothing,
+    /// SIGHUP every interval.
+    Hup(Duration),
+    /// No reloads, but the bench itself starts (and reaps) this many copies of the worker
+    /// binary every interval, exiting at once: the CPU that starting processes costs on this
+    /// machine, with no master involved (the floor a reload's new workers cannot go under).
+    Starts(Duration, u32),
+}
+
+/// Start a master, run the client load (disturbed as asked meanwhile), stop it.
 fn load_scenario(
     kind: Kind,
     program: &Path,
@@ -174,9 +186,24 @@ fn load_scenario(
     common: &Common,
     hup: Option<Duration>,
 ) -> Result<Vec<Row>, String> {
+    let disturb = match hup {
+        Some(every) => Disturb::Hup(every),
+        None => Disturb::Nothing,
+    };
+    load_scenario_disturbed(kind, program, spec, common, disturb)
+}
+
+fn load_scenario_disturbed(
+    kind: Kind,
+    program: &Path,
+    spec: &ServiceSpec,
+    common: &Common,
+    disturb: Disturb,
+) -> Result<Vec<Row>, String> {
     let mut master = Master::start(kind, program, spec)?;
     let mut hups = 0u32;
     let mut hup_error = None;
+    let worker = common.worker();
     let stats = load::run(master.addr, common.clients, common.duration(), |deadline| {
         loop {
             let now = Instant::now();
@@ -184,8 +211,8 @@ fn load_scenario(
                 break;
             }
             let left = deadline - now;
-            match hup {
-                Some(every) if every < left => {
+            match disturb {
+                Disturb::Hup(every) if every < left => {
                     std::thread::sleep(every);
                     if let Err(e) = master.signal(Signal::SIGHUP) {
                         hup_error.get_or_insert(e);
@@ -193,10 +220,28 @@ fn load_scenario(
                         hups += 1;
                     }
                 }
+                Disturb::Starts(every, count) if every < left => {
+                    std::thread::sleep(every);
+                    let children: Vec<_> = (0..count)
+                        .filter_map(|_| {
+                            std::process::Command::new(&worker)
+                                .arg("--crash-at-start")
+                                .stdin(std::process::Stdio::null())
+                                .stdout(std::process::Stdio::null())
+                                .stderr(std::process::Stdio::null())
+                                .spawn()
+                                .ok()
+                        })
+                        .collect();
+                    for mut child in children {
+                        let _ = child.wait();
+                    }
+                }
                 _ => std::thread::sleep(left),
             }
         }
     });
+    let hup = matches!(disturb, Disturb::Hup(_)).then_some(());
     let (rss, hwm) = master.rss_kb();
     let alive = procfs::stat(master.pid()).is_some();
     master.stop();
@@ -420,10 +465,15 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
     for (kind, program) in common.masters() {
         let mut quiet = Vec::new();
         let mut reloading = Vec::new();
+        let mut starting = Vec::new();
         let mut error = None;
         for _ in 0..runs.max(1) {
-            for (hup, into) in [(None, &mut quiet), (Some(every), &mut reloading)] {
-                match load_scenario(kind, &program, spec, common, hup) {
+            for (disturb, into) in [
+                (Disturb::Nothing, &mut quiet),
+                (Disturb::Hup(every), &mut reloading),
+                (Disturb::Starts(every, spec.prefork), &mut starting),
+            ] {
+                match load_scenario_disturbed(kind, &program, spec, common, disturb) {
                     Ok(rows) => {
                         if let Some(f) = figures(&rows) {
                             into.push(f);
@@ -440,8 +490,13 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
             println!("  FAILED (some runs): {e}");
         }
         println!(
-            "  {:<16}{:>28}{:>28}{:>8}",
-            "", "no reloads: median [min-max]", "reloads: median [min-max]", "ratio"
+            "  {:<16}{:>28}{:>28}{:>8}{:>28}{:>8}",
+            "",
+            "no reloads: median [min-max]",
+            "reloads: median [min-max]",
+            "ratio",
+            "floor: starts, no reloads",
+            "ratio"
         );
         let metrics: [Metric; 4] = [
             ("connections/s", |f| f.per_second, ">= 0.95"),
@@ -452,25 +507,29 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
         for (name, get, target) in metrics {
             let (qm, qlo, qhi) = median_spread(quiet.iter().map(get).collect());
             let (rm, rlo, rhi) = median_spread(reloading.iter().map(get).collect());
-            let ratio = if qm > 0.0 {
-                format!("{:.2}", rm / qm)
-            } else {
-                "-".into()
+            let (fm, flo, fhi) = median_spread(starting.iter().map(get).collect());
+            let ratio = |x: f64| {
+                if qm > 0.0 {
+                    format!("{:.2}", x / qm)
+                } else {
+                    "-".into()
+                }
+            };
+            let spread = |m: f64, lo: f64, hi: f64| {
+                format!(
+                    "{} [{}-{}]",
+                    fmt_value(Some(m)),
+                    fmt_value(Some(lo)),
+                    fmt_value(Some(hi))
+                )
             };
             println!(
-                "  {name:<16}{:>28}{:>28}{ratio:>8}  (target {target})",
-                format!(
-                    "{} [{}-{}]",
-                    fmt_value(Some(qm)),
-                    fmt_value(Some(qlo)),
-                    fmt_value(Some(qhi))
-                ),
-                format!(
-                    "{} [{}-{}]",
-                    fmt_value(Some(rm)),
-                    fmt_value(Some(rlo)),
-                    fmt_value(Some(rhi))
-                ),
+                "  {name:<16}{:>28}{:>28}{:>8}{:>28}{:>8}  (target {target})",
+                spread(qm, qlo, qhi),
+                spread(rm, rlo, rhi),
+                ratio(rm),
+                spread(fm, flo, fhi),
+                ratio(fm),
             );
         }
     }
