@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Listen, Proto};
 use crate::launch::Launcher;
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::supervisor::{
     Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
 };
@@ -71,6 +72,15 @@ pub struct Runtime {
     backlog: i32,
     exit_code: Option<i32>,
     on_ready: Box<dyn FnMut()>,
+    /// Log lines that signals and workers' bytes can provoke, bounded per source.
+    log_limit: RateLimiter<LogSource>,
+}
+
+/// Where a rate-limited log line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LogSource {
+    Signal(i32),
+    StrayBytes(PoolId),
 }
 
 impl Runtime {
@@ -94,6 +104,7 @@ impl Runtime {
             backlog,
             exit_code: None,
             on_ready,
+            log_limit: RateLimiter::default(),
         })
     }
 
@@ -111,10 +122,11 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let timeout = self
-                .sup
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
                 // Never spin: a broken poller gets a short pause before the next try.
@@ -142,6 +154,7 @@ impl Runtime {
             if self.exit_code.is_none() {
                 self.feed(Input::Tick);
             }
+            self.report_suppressed();
         }
         self.exit_code.unwrap_or(0)
     }
@@ -170,7 +183,11 @@ impl Runtime {
                 return;
             }
         };
-        for signal in pending {
+        for received in pending {
+            let Some(signal) = received.signal() else {
+                self.ignore_signal(received);
+                continue;
+            };
             match signal {
                 Signal::SIGCHLD => self.reap(),
                 Signal::SIGHUP => {
@@ -185,7 +202,42 @@ impl Runtime {
                     info!("SIGQUIT: stopping gracefully");
                     self.feed(Input::Stop { graceful: true });
                 }
-                other => debug!("ignoring {other}"),
+                _ => self.ignore_signal(received),
+            }
+        }
+    }
+
+    /// A signal the master does not act on: it was blocked so that it cannot kill or stop
+    /// the master; say so (a storm of them is counted, not logged line by line).
+    fn ignore_signal(&mut self, received: sys::signals::Received) {
+        let source = LogSource::Signal(received.number);
+        if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
+            if suppressed > 0 {
+                Self::report(source, suppressed);
+            }
+            warn!(
+                "ignoring {} from pid {} (uid {})",
+                received.name(),
+                received.pid,
+                received.uid
+            );
+        }
+    }
+
+    fn report_suppressed(&mut self) {
+        for (source, count) in self.log_limit.expired(Instant::now()) {
+            Self::report(source, count);
+        }
+    }
+
+    fn report(source: LogSource, count: u64) {
+        match source {
+            LogSource::Signal(number) => warn!(
+                "suppressed {count} similar messages: ignored {}",
+                sys::signals::signal_name(number)
+            ),
+            LogSource::StrayBytes(_) => {
+                warn!("suppressed {count} similar messages: stray bytes on a status pipe")
             }
         }
     }
@@ -225,11 +277,15 @@ impl Runtime {
         io.pending.drain(..whole);
         if !io.pending.is_empty() {
             // Notes are written whole by one write(); a fragment means a broken writer.
-            warn!(
-                "status pipe: {} stray bytes (not a whole note); dropped",
-                io.pending.len()
-            );
+            let stray = io.pending.len();
             io.pending.clear();
+            let source = LogSource::StrayBytes(pool);
+            if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
+                if suppressed > 0 {
+                    Self::report(source, suppressed);
+                }
+                warn!("status pipe: {stray} stray bytes (not a whole note); dropped");
+            }
         }
         for note in notes {
             self.feed(Input::Note { pool, note });

@@ -27,6 +27,7 @@ use ringmaster_proto::Message;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DaemonEntry, EventEntry, Schedule, ServiceEntry};
+use crate::ratelimit::{RateLimiter, Verdict};
 use schedule::LocalClock;
 
 /// A worker that dies failing before it served, this many times in a row...
@@ -263,6 +264,17 @@ pub struct Supervisor {
     /// Children that are neither workers nor daemons nor events (START commands).
     others: HashMap<Pid, Role>,
     reload: ReloadState,
+    /// Complaints about status notes, bounded per pipe: a worker writing garbage must not
+    /// flood the log.
+    note_log: RateLimiter<(PoolId, NoteProblem)>,
+}
+
+/// What is wrong with a status note, for [`Supervisor::note_log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NoteProblem {
+    Unrecognized,
+    UnknownPid,
+    WrongPipe,
 }
 
 impl Supervisor {
@@ -284,6 +296,7 @@ impl Supervisor {
             events: Vec::new(),
             others: HashMap::new(),
             reload: ReloadState::default(),
+            note_log: RateLimiter::default(),
         }
     }
 
@@ -365,6 +378,7 @@ impl Supervisor {
                 }
             }
         }
+        consider(self.note_log.next_report());
         next
     }
 
@@ -403,6 +417,7 @@ impl Supervisor {
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
         self.on_timers(now, &mut out);
+        self.report_suppressed_notes(now);
         self.maintain(now, &mut out);
         out
     }
@@ -642,29 +657,48 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let Some(message) = note.message() else {
-            warn!(
-                "{}: unrecognized status note {} from pid {}",
-                self.pool_name(pool),
-                note.code,
-                note.pid
-            );
+            if self.note_allowed(pool, NoteProblem::Unrecognized, now) {
+                warn!(
+                    "{}: unrecognized status note {} from pid {}",
+                    self.pool_name(pool),
+                    note.code,
+                    note.pid
+                );
+            }
             return;
         };
-        let Some(worker) = self.workers.get_mut(&note.pid) else {
-            debug!(
-                "{}: status note {message:?} from unknown pid {}",
-                self.pool_name(pool),
-                note.pid
-            );
-            return;
+        let wrong_pipe = match self.workers.get(&note.pid) {
+            None => Some(NoteProblem::UnknownPid),
+            Some(w) if w.pool != pool => Some(NoteProblem::WrongPipe),
+            Some(_) => None,
         };
-        if worker.pool != pool {
-            warn!(
-                "status note from pid {} on the pipe of another service; ignored",
-                note.pid
-            );
-            return;
+        match wrong_pipe {
+            Some(NoteProblem::UnknownPid)
+                if self.note_allowed(pool, NoteProblem::UnknownPid, now) =>
+            {
+                debug!(
+                    "{}: status note {message:?} from unknown pid {}",
+                    self.pool_name(pool),
+                    note.pid
+                )
+            }
+            Some(NoteProblem::WrongPipe)
+                if self.note_allowed(pool, NoteProblem::WrongPipe, now) =>
+            {
+                warn!(
+                    "status note from pid {} on the pipe of another service; ignored",
+                    note.pid
+                )
+            }
+            _ => {}
         }
+        let Some(worker) = self
+            .workers
+            .get_mut(&note.pid)
+            .filter(|_| wrong_pipe.is_none())
+        else {
+            return;
+        };
         let before = worker.state;
         worker.state = match (worker.state, message) {
             (WorkerState::Exiting, _) => WorkerState::Exiting,
@@ -1596,6 +1630,46 @@ impl Supervisor {
                     signal: Sig::Hup,
                 });
             }
+        }
+    }
+
+    /// Whether to log a complaint about a note on `pool`'s pipe; first says how many earlier
+    /// ones were left out, if any.
+    fn note_allowed(&mut self, pool: PoolId, problem: NoteProblem, now: Now) -> bool {
+        match self.note_log.check(&(pool, problem), now.mono) {
+            Verdict::Log { suppressed } => {
+                if suppressed > 0 {
+                    self.report_suppressed_note(pool, problem, suppressed);
+                }
+                true
+            }
+            Verdict::Suppress => false,
+        }
+    }
+
+    fn report_suppressed_notes(&mut self, now: Now) {
+        for ((pool, problem), count) in self.note_log.expired(now.mono) {
+            self.report_suppressed_note(pool, problem, count);
+        }
+    }
+
+    fn report_suppressed_note(&self, pool: PoolId, problem: NoteProblem, count: u64) {
+        let what = match problem {
+            NoteProblem::Unrecognized => "unrecognized status notes",
+            NoteProblem::UnknownPid => "status notes from unknown pids",
+            NoteProblem::WrongPipe => "status notes on the pipe of another service",
+        };
+        if problem == NoteProblem::UnknownPid {
+            // As the lines it stands for.
+            debug!(
+                "{}: suppressed {count} similar messages ({what})",
+                self.pool_name(pool)
+            );
+        } else {
+            warn!(
+                "{}: suppressed {count} similar messages ({what})",
+                self.pool_name(pool)
+            );
         }
     }
 

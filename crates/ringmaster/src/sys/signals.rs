@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{self, SfdFlags};
 
-/// The signals the master blocks and reads from its signalfd.
+/// The signals the master acts on; every other signal that could end or stop it is read
+/// too (see [`caught`]) and only logged.
 ///
 /// SIGPIPE is blocked too, so a write to a closed pipe or socket returns EPIPE instead of
 /// killing the master; it is drained from the signalfd but never reported.
@@ -22,21 +23,100 @@ pub const HANDLED: [Signal; 8] = [
     Signal::SIGPIPE,
 ];
 
-/// A nonblocking, close-on-exec signalfd for [`HANDLED`], which are blocked in the thread that
-/// installed it (in the single-threaded master: the whole process). Children get an empty
-/// mask back from [`crate::sys::spawn::spawn`].
+/// Signals that are never blocked: a fault (the kernel delivers it whatever the mask, and a
+/// blocked one kills at once), the two that cannot be caught, and those whose default action
+/// is harmless (ignore or continue).
+const NOT_CAUGHT: [libc::c_int; 9] = [
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGCONT,
+    libc::SIGURG,
+    libc::SIGWINCH,
+];
+
+/// Highest signal number on Linux (`_NSIG - 1`).
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// Every signal number the master blocks and reads from its signalfd: [`HANDLED`] and every
+/// other signal whose default action would kill or stop the master (SIGALRM, SIGPROF, SIGIO,
+/// SIGXCPU, SIGPWR, SIGSYS, SIGTRAP, SIGTSTP, the realtime signals...), so that a stray one
+/// is logged instead of ending it silently. glibc's two internal signals (32 and 33) are left
+/// to glibc, which handles them itself.
+pub fn caught() -> Vec<libc::c_int> {
+    (1..=MAX_SIGNAL)
+        .filter(|n| !NOT_CAUGHT.contains(n))
+        .filter(|n| *n < 32 || *n >= libc::SIGRTMIN())
+        .collect()
+}
+
+/// One signal read from the signalfd, with who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The signal number (realtime ones included).
+    pub number: i32,
+    /// The sender's pid (0 for the kernel).
+    pub pid: u32,
+    /// The sender's real uid.
+    pub uid: u32,
+}
+
+impl Received {
+    /// The signal as nix names it; None for realtime signals.
+    pub fn signal(&self) -> Option<Signal> {
+        Signal::try_from(self.number).ok()
+    }
+
+    /// A name for a log line: `SIGALRM`, `SIGRTMIN+3`.
+    pub fn name(&self) -> String {
+        signal_name(self.number)
+    }
+}
+
+/// `SIGALRM`, `SIGRTMIN+3`, or `signal 99`.
+pub fn signal_name(number: i32) -> String {
+    match Signal::try_from(number) {
+        Ok(signal) => signal.as_str().to_string(),
+        Err(_) if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&number) => {
+            format!("SIGRTMIN+{}", number - libc::SIGRTMIN())
+        }
+        Err(_) => format!("signal {number}"),
+    }
+}
+
+fn caught_set() -> io::Result<SigSet> {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t on our stack; every number
+    // passed is a valid signal (1..=64 minus glibc's reserved ones); from_sigset_t_unchecked
+    // gets a fully initialised set.
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        if libc::sigemptyset(&mut raw) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for number in caught() {
+            if libc::sigaddset(&mut raw, number) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(SigSet::from_sigset_t_unchecked(raw))
+    }
+}
+
+/// A nonblocking, close-on-exec signalfd for every signal in [`caught`], which are blocked in
+/// the thread that installed it (in the single-threaded master: the whole process). Children
+/// get an empty mask and default dispositions back from [`crate::sys::spawn::spawn`].
 #[derive(Debug)]
 pub struct SignalFd {
     fd: signalfd::SignalFd,
 }
 
 impl SignalFd {
-    /// Block [`HANDLED`] and open the signalfd. Call first thing, before any child exists.
+    /// Block [`caught`] and open the signalfd. Call first thing, before any child exists.
     pub fn install() -> io::Result<SignalFd> {
-        let mut set = SigSet::empty();
-        for signal in HANDLED {
-            set.add(signal);
-        }
+        let set = caught_set()?;
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
         let fd =
             signalfd::SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
@@ -50,15 +130,18 @@ impl SignalFd {
 
     /// Every signal pending now, in arrival order, SIGPIPE left out. Standard signals coalesce:
     /// one SIGCHLD may stand for many exited children.
-    pub fn read_pending(&mut self) -> io::Result<Vec<Signal>> {
+    pub fn read_pending(&mut self) -> io::Result<Vec<Received>> {
         let mut signals = Vec::new();
         loop {
             match self.fd.read_signal() {
                 Ok(Some(info)) => {
                     let number = i32::try_from(info.ssi_signo).unwrap_or(0);
-                    match Signal::try_from(number) {
-                        Ok(Signal::SIGPIPE) | Err(_) => {}
-                        Ok(signal) => signals.push(signal),
+                    if number != libc::SIGPIPE {
+                        signals.push(Received {
+                            number,
+                            pid: info.ssi_pid,
+                            uid: info.ssi_uid,
+                        });
                     }
                 }
                 Ok(None) => return Ok(signals),
@@ -139,15 +222,70 @@ mod tests {
             ]
             .into_iter()
             .all(|s| nix::sys::signal::raise(s).is_ok());
-            let Ok(mut got) = sfd.read_pending() else {
+            let Ok(got) = sfd.read_pending() else {
                 return false;
             };
+            let mut got: Vec<Signal> = got.iter().filter_map(Received::signal).collect();
             got.sort_by_key(|s| *s as i32);
             let drained = matches!(sfd.read_pending(), Ok(v) if v.is_empty());
             empty
                 && raised
                 && drained
                 && got == vec![Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGTERM]
+        });
+        assert!(ok);
+    }
+
+    #[test]
+    fn stray_signals_that_would_kill_or_stop_are_caught() {
+        let numbers = caught();
+        for n in [
+            libc::SIGALRM,
+            libc::SIGVTALRM,
+            libc::SIGPROF,
+            libc::SIGIO,
+            libc::SIGXCPU,
+            libc::SIGXFSZ,
+            libc::SIGPWR,
+            libc::SIGSYS,
+            libc::SIGSTKFLT,
+            libc::SIGTRAP,
+            libc::SIGABRT,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGRTMIN(),
+            libc::SIGRTMAX(),
+        ] {
+            assert!(numbers.contains(&n), "{} not caught", signal_name(n));
+        }
+        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, 32, 33] {
+            assert!(!numbers.contains(&n), "{n} caught");
+        }
+        assert_eq!(signal_name(libc::SIGRTMIN() + 3), "SIGRTMIN+3");
+        assert_eq!(signal_name(libc::SIGALRM), "SIGALRM");
+    }
+
+    #[test]
+    fn a_stray_signal_is_read_with_its_sender_instead_of_killing() {
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            let Ok(mut sfd) = SignalFd::install() else {
+                return false;
+            };
+            let rt = libc::SIGRTMIN() + 2;
+            // SAFETY: raising blocked signals in this single-threaded copy.
+            let raised = [libc::SIGALRM, libc::SIGTSTP, rt]
+                .into_iter()
+                .all(|n| unsafe { libc::raise(n) } == 0);
+            let Ok(got) = sfd.read_pending() else {
+                return false;
+            };
+            let mut numbers: Vec<i32> = got.iter().map(|r| r.number).collect();
+            numbers.sort_unstable();
+            let me = std::process::id();
+            raised
+                && numbers == vec![libc::SIGALRM, libc::SIGTSTP, rt]
+                && got.iter().all(|r| r.pid == me)
         });
         assert!(ok);
     }
