@@ -8,9 +8,7 @@
 use std::io::{ErrorKind, Write};
 
 use crate::cli::CheckArgs;
-use crate::config::{
-    self, imapd, render, Config, Diagnostic, ImapdConf, ParseEnv, Schedule, Severity,
-};
+use crate::config::{self, imapd, Config, Diagnostic, ImapdConf, ParseEnv, Schedule, Severity};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
 pub const EX_CONFIG: i32 = 78;
@@ -45,16 +43,13 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
             None
         }
         Err(e) => {
-            diags.push(Diagnostic::file_error(
-                &imapd_name,
-                format!("cannot read: {e}"),
-            ));
+            diags.push(Diagnostic::unreadable(&imapd_name, &e));
             None
         }
     };
 
-    for d in &diags {
-        let _ = write!(out, "{}", render(d));
+    for (_, text) in config::render_capped(&diags) {
+        let _ = write!(out, "{text}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ImapdConf, RunAs};
+use crate::config::{self, Config, Diagnostic, ImapdConf, RunAs, Severity};
 use crate::supervisor::SpawnRequest;
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
@@ -60,19 +60,46 @@ pub struct LoadedSetup {
     identities: HashMap<RunAs, Option<Credentials>>,
 }
 
+/// Why a configuration did not load: what to print (capped, escaped), and whether the file
+/// could not even be read (an I/O error is not an invalid configuration).
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub problems: Vec<(Severity, String)>,
+    pub unreadable: bool,
+}
+
+impl LoadError {
+    fn from_diagnostics(diags: &[Diagnostic]) -> LoadError {
+        LoadError {
+            problems: config::render_capped(diags),
+            unreadable: diags.iter().any(|d| d.unreadable),
+        }
+    }
+
+    /// Logs every problem at its own level (warnings are WARN); `prefix` leads each line.
+    pub fn log(&self, prefix: &str) {
+        for (severity, text) in &self.problems {
+            match severity {
+                Severity::Error => error!("{prefix}{}", text.trim_end()),
+                Severity::Warning => warn!("{prefix}{}", text.trim_end()),
+            }
+        }
+    }
+}
+
 /// Loads, validates and prepares spawning.
 pub struct Launcher {
     sources: Sources,
     policy: IdentityPolicy,
     base_env: Vec<(String, String)>,
     setup: LoadedSetup,
-    /// The nice value children get back when the master runs at a raised priority.
+    /// The nice value children get back when the master runs at another one (--master-nice).
     child_nice: Option<i32>,
 }
 
 impl Launcher {
     /// Loads the configuration for start-up; Err carries every problem, ready to print.
-    pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, Vec<String>> {
+    pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, LoadError> {
         let setup = prepare(&sources, &policy)?;
         let base_env = std::env::vars()
             .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
@@ -91,7 +118,7 @@ impl Launcher {
         })
     }
 
-    /// Children are to run at this nice value (the master's own is raised).
+    /// Children are to run at this nice value (the master's own was changed).
     pub fn set_child_nice(&mut self, nice: Option<i32>) {
         self.child_nice = nice;
     }
@@ -113,11 +140,13 @@ impl Launcher {
                 self.setup = setup;
                 Some(config)
             }
-            Err(problems) => {
-                for problem in problems {
-                    error!("reload: {problem}");
+            Err(failure) => {
+                failure.log("reload: ");
+                if failure.unreadable {
+                    error!("reload failed: the configuration could not be read; still running the previous one");
+                } else {
+                    error!("reload rejected: the new configuration is invalid; still running the previous one");
                 }
-                error!("reload rejected: still running the previous configuration");
                 None
             }
         }
@@ -217,14 +246,15 @@ pub fn parse_service_path(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Vec<String>> {
+fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, LoadError> {
     let loaded = config::load_cyrus_conf(&sources.cyrus_conf)
-        .map_err(|diags| diags.iter().map(config::render).collect::<Vec<_>>())?;
-    for warning in &loaded.warnings {
-        warn!("{}", config::render(warning).trim_end());
+        .map_err(|diags| LoadError::from_diagnostics(&diags))?;
+    for (_, text) in config::render_capped(&loaded.warnings) {
+        warn!("{}", text.trim_end());
     }
     let imapd = if sources.imapd_conf.exists() || sources.imapd_conf_required {
-        config::load_imapd_conf(&sources.imapd_conf).map_err(|d| vec![config::render(&d)])?
+        config::load_imapd_conf(&sources.imapd_conf)
+            .map_err(|d| LoadError::from_diagnostics(std::slice::from_ref(&d)))?
     } else {
         ImapdConf::default()
     };
@@ -295,7 +325,21 @@ fn prepare(sources: &Sources, policy: &IdentityPolicy) -> Result<LoadedSetup, Ve
             identities,
         })
     } else {
-        Err(problems)
+        let shown = problems.len().min(config::diagnostic::MAX_LINES);
+        let mut failure = LoadError {
+            problems: problems
+                .drain(..shown)
+                .map(|p| (Severity::Error, crate::ratelimit::escape(&p).into_owned()))
+                .collect(),
+            unreadable: false,
+        };
+        if !problems.is_empty() {
+            failure.problems.push((
+                Severity::Error,
+                format!("... and {} more errors (not shown)", problems.len()),
+            ));
+        }
+        Err(failure)
     }
 }
 

@@ -410,9 +410,8 @@ impl Supervisor {
             Input::ReloadRequested => self.on_reload_requested(now, &mut out),
             Input::ConfigLoaded(config) => self.apply_reload(*config, now, &mut out),
             Input::ConfigRejected => {
-                error!(
-                    "reload failed: the new configuration is invalid; still running the old one"
-                );
+                // The launcher said why (unreadable or invalid) and that the old one runs on.
+                debug!("reload: configuration rejected");
             }
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
