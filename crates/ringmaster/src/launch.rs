@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, Diagnostic, ImapdConf, RunAs, Severity};
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::supervisor::SpawnRequest;
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
@@ -95,6 +96,9 @@ pub struct Launcher {
     setup: LoadedSetup,
     /// The nice value children get back when the master runs at another one (--master-nice).
     child_nice: Option<i32>,
+    /// Full reports of rejected reloads, bounded: a SIGHUP storm onto a broken file logs one
+    /// line per reload once the first few reports are out.
+    rejections: RateLimiter<()>,
 }
 
 impl Launcher {
@@ -115,6 +119,7 @@ impl Launcher {
             base_env,
             setup,
             child_nice: None,
+            rejections: RateLimiter::default(),
         })
     }
 
@@ -141,7 +146,17 @@ impl Launcher {
                 Some(config)
             }
             Err(failure) => {
-                failure.log("reload: ");
+                match self.rejections.check(&(), std::time::Instant::now()) {
+                    Verdict::Log { suppressed } => {
+                        if suppressed > 0 {
+                            warn!(
+                                "reload: suppressed the details of {suppressed} similar rejections"
+                            );
+                        }
+                        failure.log("reload: ");
+                    }
+                    Verdict::Suppress => {}
+                }
                 if failure.unreadable {
                     error!("reload failed: the configuration could not be read; still running the previous one");
                 } else {

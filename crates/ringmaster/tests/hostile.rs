@@ -236,6 +236,25 @@ fn a_reload_onto_garbage_logs_a_bounded_report_and_keeps_serving() {
     assert_eq!(raw_controls(text.as_bytes()), 0, "raw control bytes logged");
     assert!(text.contains("invalid"), "{text}");
     assert!(serves(port));
+    // A storm of reloads onto the same garbage: after a few full reports, one line each.
+    let storm = 30;
+    for n in 2..=storm + 1 {
+        m.signal(Signal::SIGHUP);
+        assert!(
+            wait_until(WAIT, || m.log_text().matches("reload rejected").count()
+                >= n),
+            "{}",
+            m.log_text()
+        );
+    }
+    let text = m.log_text();
+    let added = text.lines().count() - before;
+    assert!(
+        added <= 5 * 70 + storm * 3,
+        "{added} lines for {} reloads",
+        storm + 1
+    );
+    assert!(serves(port));
     assert!(m.exited().is_none());
 }
 
