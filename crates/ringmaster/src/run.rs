@@ -247,3 +247,35 @@ fn remove_exit_files() {
 fn local_clock(unix: i64) -> LocalTime {
     sys::clock::local_time(unix).unwrap_or_else(|_| crate::supervisor::schedule::utc(unix))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::{in_forked_child, TempDir};
+    use std::time::Duration;
+
+    #[test]
+    fn a_panic_removes_the_pidfile_and_the_ready_file_once_armed() {
+        let dir = TempDir::new("panic-hook");
+        let pid = dir.path().join("master.pid");
+        let ready = dir.path().join("master.ready");
+        let other = dir.path().join("other");
+        for f in [&pid, &ready, &other] {
+            std::fs::write(f, "1\n").unwrap();
+        }
+        // In a forked copy: the hook and the registered files are process-wide.
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            // Silence the default hook's message (another test thread may hold stderr's lock).
+            std::panic::set_hook(Box::new(|_| {}));
+            let armed = ExitFiles::arm(Some(pid.clone()), Some(ready.clone()));
+            let _ = std::panic::catch_unwind(|| panic!("boom"));
+            let removed = !pid.exists() && !ready.exists() && other.exists();
+            // Disarmed (the normal path), a panic leaves files alone.
+            drop(armed);
+            let _ = std::fs::write(&pid, "2\n");
+            let _ = std::panic::catch_unwind(|| panic!("boom"));
+            removed && pid.exists()
+        });
+        assert!(ok);
+    }
+}

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Listen, Proto};
 use crate::launch::Launcher;
-use crate::ratelimit::{RateLimiter, Verdict};
+use crate::ratelimit::{escape, RateLimiter, Verdict};
 use crate::supervisor::{
     Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
 };
@@ -558,8 +558,8 @@ impl Runtime {
                 ready_read = Some((read, write));
             }
         }
-        let pid =
-            sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
+        let pid = sys::spawn::spawn(&spec)
+            .map_err(|e| format!("{}: {e}", escape(&request.argv.join(" "))))?;
         if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
             drop(write);
             let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;
