@@ -157,11 +157,12 @@ impl Launcher {
                     }
                     Verdict::Suppress => {}
                 }
-                if failure.unreadable {
-                    error!("reload failed: the configuration could not be read; still running the previous one");
+                let verdict = if failure.unreadable {
+                    "reload failed: the configuration could not be read"
                 } else {
-                    error!("reload rejected: the new configuration is invalid; still running the previous one");
-                }
+                    "reload rejected: the new configuration is invalid"
+                };
+                error!("{verdict}; still running the previous one");
                 None
             }
         }

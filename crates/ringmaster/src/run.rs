@@ -127,12 +127,20 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         },
         None => None,
     };
+    let ready_file = args
+        .ready_file
+        .clone()
+        .or_else(|| imapd.master_ready_file().map(PathBuf::from))
+        .or_else(|| {
+            imapd
+                .configdirectory()
+                .map(|d| Path::new(d).join("master.ready"))
+        });
     // From here on, every way out that can run code removes what we created.
     let cleanup = ExitFiles::arm(
         pidfile.as_ref().and(pidfile_path.clone()),
-        ready_file_path(args, &imapd),
+        ready_file.clone(),
     );
-    let ready_file = ready_file_path(args, &imapd);
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);
     }
@@ -184,19 +192,6 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         }
     }
     code
-}
-
-/// Where the ready file goes: -r, else imapd.conf's master_ready_file, else
-/// `<configdirectory>/master.ready`.
-fn ready_file_path(args: &RunArgs, imapd: &crate::config::ImapdConf) -> Option<PathBuf> {
-    args.ready_file
-        .clone()
-        .or_else(|| imapd.master_ready_file().map(PathBuf::from))
-        .or_else(|| {
-            imapd
-                .configdirectory()
-                .map(|d| Path::new(d).join("master.ready"))
-        })
 }
 
 /// The files the master created and must not leave behind (pidfile, ready file), for the

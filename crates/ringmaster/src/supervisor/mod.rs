@@ -666,36 +666,29 @@ impl Supervisor {
             }
             return;
         };
-        let wrong_pipe = match self.workers.get(&note.pid) {
+        let problem = match self.workers.get(&note.pid) {
             None => Some(NoteProblem::UnknownPid),
             Some(w) if w.pool != pool => Some(NoteProblem::WrongPipe),
             Some(_) => None,
         };
-        match wrong_pipe {
-            Some(NoteProblem::UnknownPid)
-                if self.note_allowed(pool, NoteProblem::UnknownPid, now) =>
-            {
-                debug!(
-                    "{}: status note {message:?} from unknown pid {}",
-                    self.pool_name(pool),
-                    note.pid
-                )
+        if let Some(problem) = problem {
+            if self.note_allowed(pool, problem, now) {
+                if problem == NoteProblem::UnknownPid {
+                    debug!(
+                        "{}: status note {message:?} from unknown pid {}",
+                        self.pool_name(pool),
+                        note.pid
+                    );
+                } else {
+                    warn!(
+                        "status note from pid {} on the pipe of another service; ignored",
+                        note.pid
+                    );
+                }
             }
-            Some(NoteProblem::WrongPipe)
-                if self.note_allowed(pool, NoteProblem::WrongPipe, now) =>
-            {
-                warn!(
-                    "status note from pid {} on the pipe of another service; ignored",
-                    note.pid
-                )
-            }
-            _ => {}
+            return;
         }
-        let Some(worker) = self
-            .workers
-            .get_mut(&note.pid)
-            .filter(|_| wrong_pipe.is_none())
-        else {
+        let Some(worker) = self.workers.get_mut(&note.pid) else {
             return;
         };
         let before = worker.state;
