@@ -104,10 +104,10 @@ fn every_stray_signal_is_logged_and_survived_then_sigterm_cleans_up() {
             m.log_text()
         );
         assert!(m.exited().is_none(), "{name} ended the master");
-        assert_eq!(
-            state_of(m.pid),
-            Some('S'),
-            "{name} left the master not sleeping"
+        let state = state_of(m.pid);
+        assert!(
+            !matches!(state, Some('T' | 't' | 'Z') | None),
+            "{name} left the master in state {state:?}"
         );
         assert!(serves(port), "not serving after {name}");
     }
