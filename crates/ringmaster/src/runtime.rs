@@ -287,8 +287,8 @@ impl Runtime {
                 warn!("status pipe: {stray} stray bytes (not a whole note); dropped");
             }
         }
-        for note in notes {
-            self.feed(Input::Note { pool, note });
+        if !notes.is_empty() {
+            self.feed(Input::Notes { pool, notes });
         }
     }
 

@@ -395,6 +395,11 @@ impl Supervisor {
                 self.on_readable(pool, waiting, now, &mut out)
             }
             Input::Note { pool, note } => self.on_note(pool, note, now, &mut out),
+            Input::Notes { pool, notes } => {
+                for note in notes {
+                    self.on_note(pool, note, now, &mut out);
+                }
+            }
             Input::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),

@@ -616,6 +616,31 @@ fn junk_notes_are_survived() {
 }
 
 #[test]
+fn a_batch_of_notes_acts_like_the_notes_one_by_one() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let workers = h.workers_of("imap");
+    let pool = h.pool_of(workers[0]);
+    // Junk between real notes changes nothing about the real ones.
+    h.feed(Input::Notes {
+        pool,
+        notes: vec![
+            RawNote::new(Message::Connection, workers[0]),
+            RawNote { code: 77, pid: 5 },
+            RawNote::new(Message::Connection, workers[1]),
+            RawNote::new(Message::Available, 999_999),
+        ],
+    });
+    // Both took a client: two replacements keep the pool at two ready.
+    assert_eq!(h.workers_of("imap").len(), 4);
+    h.feed(Input::Notes {
+        pool,
+        notes: vec![RawNote::new(Message::Available, workers[0])],
+    });
+    h.exit(workers[1], ExitStatus::Code(0));
+    assert_eq!(h.workers_of("imap").len(), 3);
+}
+
+#[test]
 fn a_flood_of_junk_notes_is_counted_and_reported_when_its_window_ends() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
     let w = h.workers_of("imap")[0];
