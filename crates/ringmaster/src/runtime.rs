@@ -307,9 +307,16 @@ impl Runtime {
         let verdict = if pipe.got.starts_with(DAEMON_READY) {
             Some(Ok(()))
         } else if eof || pipe.got.len() >= DAEMON_READY.len() {
+            // Quote only the start: a daemon may write any amount of anything.
+            let shown = pipe.got.get(..32).unwrap_or(&pipe.got);
             Some(Err(format!(
-                "expected \"ok\\r\\n\" on fd 3, got {:?}{}",
-                String::from_utf8_lossy(&pipe.got),
+                "expected \"ok\\r\\n\" on fd 3, got {:?}{}{}",
+                String::from_utf8_lossy(shown),
+                if shown.len() < pipe.got.len() {
+                    "..."
+                } else {
+                    ""
+                },
                 if eof { " and end of file" } else { "" }
             )))
         } else {
