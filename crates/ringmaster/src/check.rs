@@ -59,11 +59,12 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
     if !diags.is_empty() {
         let _ = writeln!(out);
     }
+    // Values from the files are shown as they are, control characters escaped.
     if let Some(config) = &config {
-        let _ = write!(out, "{}", summary(config));
+        let _ = write!(out, "{}", escaped_lines(&summary(config)));
     }
     if let Some(conf) = &imapd {
-        let _ = write!(out, "{}", imapd_summary(&imapd_name, conf));
+        let _ = write!(out, "{}", escaped_lines(&imapd_summary(&imapd_name, conf)));
     }
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     if errors == 0 {
@@ -83,6 +84,12 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
         );
         EX_CONFIG
     }
+}
+
+fn escaped_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("{}\n", crate::ratelimit::escape(line)))
+        .collect()
 }
 
 /// Says an event's schedule in words.

@@ -351,3 +351,33 @@ fn master_nice_moves_only_the_master() {
         assert_eq!(nice_of(w), Some(expected), "replacement {w}");
     }
 }
+
+#[test]
+fn control_characters_from_a_config_never_reach_the_log_or_check_raw() {
+    let dir = TestDir::new("ctlconf");
+    let port = free_port();
+    let conf = format!(
+        "SERVICES {{\n  echo cmd=\"/nonexistent/\x1b[2J\x07prog \x1b]0;title\x07\" listen=\"127.0.0.1:{port}\"\n}}\n"
+    );
+    let mut m = Start::new(&dir, &conf).spawn();
+    let status = m
+        .wait_exit(WAIT)
+        .expect("a master that cannot find its program exits");
+    assert_eq!(status.code(), Some(78), "{}", m.log_text());
+    let log = std::fs::read(&m.log).unwrap();
+    assert_eq!(raw_controls(&log), 0, "{}", String::from_utf8_lossy(&log));
+    assert!(
+        String::from_utf8_lossy(&log).contains("/nonexistent/\\x1b[2J\\x07prog"),
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
+    let out = Command::new(MASTER)
+        .arg("check")
+        .arg("-M")
+        .arg(&m.conf)
+        .arg("-C")
+        .arg(&m.imapd)
+        .output()
+        .expect("run check");
+    assert_eq!(raw_controls(&out.stdout), 0);
+}
