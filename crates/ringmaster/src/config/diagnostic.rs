@@ -10,8 +10,10 @@ use crate::ratelimit::escape;
 /// At most this many lines of diagnostics are shown (by `check`) or logged (at start-up and
 /// reload); the rest are counted in one more line.
 pub const MAX_LINES: usize = 50;
-/// Longest message or source line shown, in characters; the rest is cut.
+/// Longest source line shown, in characters; the rest is cut.
 const MAX_SHOWN_CHARS: usize = 200;
+/// Longest message shown (it may quote the input), in characters; the rest is cut.
+const MAX_MESSAGE_CHARS: usize = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -33,12 +35,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.severity {
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        };
-        let head = format!("{}: {}: {}", self.location, kind, self.message);
-        f.write_str(&shown(&head))
+        f.write_str(&head(self, &self.location.to_string()))
     }
 }
 
@@ -120,23 +117,13 @@ impl Diagnostic {
 ///
 /// A diagnostic about a whole file (line 0) is one line: `file: error: message`.
 pub fn render(d: &Diagnostic) -> String {
-    let kind = match d.severity {
-        Severity::Warning => "warning",
-        Severity::Error => "error",
-    };
     if d.unreadable {
-        return format!("{}: {}\n", kind, shown(&d.message));
+        return format!("{}\n", head(d, ""));
     }
     if d.location.line == 0 {
-        return format!(
-            "{}\n",
-            shown(&format!("{}: {}: {}", d.location.file, kind, d.message))
-        );
+        return format!("{}\n", head(d, &d.location.file));
     }
-    let mut out = format!(
-        "{}\n",
-        shown(&format!("{}: {}: {}", d.location, kind, d.message))
-    );
+    let mut out = format!("{}\n", head(d, &d.location.to_string()));
     if d.source_line.is_empty() && d.location.col == 0 {
         return out;
     }
@@ -167,12 +154,22 @@ pub fn render(d: &Diagnostic) -> String {
     out
 }
 
-/// `text` escaped and cut to [`MAX_SHOWN_CHARS`] characters.
-fn shown(text: &str) -> String {
-    let escaped = escape(text);
-    match escaped.char_indices().nth(MAX_SHOWN_CHARS) {
+/// `where: kind: message` (just `kind: message` when `place` is empty), escaped, the message
+/// cut to [`MAX_MESSAGE_CHARS`].
+fn head(d: &Diagnostic, place: &str) -> String {
+    let kind = match d.severity {
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+    };
+    let escaped = escape(&d.message);
+    let message = match escaped.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((end, _)) => format!("{} ...", &escaped[..end]),
         None => escaped.into_owned(),
+    };
+    if place.is_empty() {
+        format!("{kind}: {message}")
+    } else {
+        format!("{}: {kind}: {message}", escape(place))
     }
 }
 
