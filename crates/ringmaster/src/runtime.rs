@@ -213,7 +213,7 @@ impl Runtime {
         let source = LogSource::Signal(received.number);
         if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
             if suppressed > 0 {
-                Self::report(source, suppressed);
+                self.report(source, suppressed);
             }
             warn!(
                 "ignoring {} from pid {} (uid {})",
@@ -226,19 +226,20 @@ impl Runtime {
 
     fn report_suppressed(&mut self) {
         for (source, count) in self.log_limit.expired(Instant::now()) {
-            Self::report(source, count);
+            self.report(source, count);
         }
     }
 
-    fn report(source: LogSource, count: u64) {
+    fn report(&self, source: LogSource, count: u64) {
         match source {
             LogSource::Signal(number) => warn!(
                 "suppressed {count} similar messages: ignored {}",
                 sys::signals::signal_name(number)
             ),
-            LogSource::StrayBytes(_) => {
-                warn!("suppressed {count} similar messages: stray bytes on a status pipe")
-            }
+            LogSource::StrayBytes(pool) => warn!(
+                "{}: suppressed {count} similar messages (stray bytes on the status pipe)",
+                self.sup.pool_name(pool)
+            ),
         }
     }
 
@@ -282,9 +283,12 @@ impl Runtime {
             let source = LogSource::StrayBytes(pool);
             if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
                 if suppressed > 0 {
-                    Self::report(source, suppressed);
+                    self.report(source, suppressed);
                 }
-                warn!("status pipe: {stray} stray bytes (not a whole note); dropped");
+                warn!(
+                    "{}: status pipe: {stray} stray bytes (not a whole note); dropped",
+                    self.sup.pool_name(pool)
+                );
             }
         }
         if !notes.is_empty() {

@@ -342,13 +342,23 @@ fn master_nice_moves_only_the_master() {
     let port = free_port();
     let (mut m, expected) = start_niced(&dir, port, &["--master-nice", "-3"]);
     assert_eq!(nice_of(m.pid), Some(-3), "{}", m.log_text());
+    // A child is at the master's priority from its fork until the master sets it back, just
+    // after the exec: wait for that.
     let workers = m.wait_children(1);
     for w in &workers {
-        assert_eq!(nice_of(*w), Some(expected), "worker {w}");
+        assert!(
+            wait_until(WAIT, || nice_of(*w) == Some(expected)),
+            "worker {w} at {:?}, not {expected}",
+            nice_of(*w)
+        );
     }
     m.kill_child_and_wait_for_replacement();
     for w in m.children() {
-        assert_eq!(nice_of(w), Some(expected), "replacement {w}");
+        assert!(
+            wait_until(WAIT, || nice_of(w) == Some(expected)),
+            "replacement {w} at {:?}, not {expected}",
+            nice_of(w)
+        );
     }
 }
 

@@ -1670,7 +1670,8 @@ impl Supervisor {
         }
     }
 
-    fn pool_name(&self, id: PoolId) -> String {
+    /// `service/family`, for log lines.
+    pub(crate) fn pool_name(&self, id: PoolId) -> String {
         match self.services.get(&id.service) {
             Some(s) => format!("{}/{}", s.spec.name, id.family),
             None => format!("service#{}/{}", id.service.0, id.family),
