@@ -12,7 +12,7 @@
 use std::io::Write;
 
 use crate::cli::CheckArgs;
-use crate::config::{self, render, Config, ImapdConf, ParseEnv, Schedule, Severity, Unresolved};
+use crate::config::{self, Config, ImapdConf, ParseEnv, Schedule, Severity, Unresolved};
 use crate::launch;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -48,8 +48,8 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
         Err(diags) => (None, diags),
     };
 
-    for d in &diags {
-        let _ = write!(out, "{}", render(d));
+    for (_, text) in config::render_capped(&diags) {
+        let _ = write!(out, "{text}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags
@@ -70,17 +70,22 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
         return EX_CONFIG;
     };
     let config = &prepared.setup.config;
-    let _ = write!(out, "{}", summary(config));
+    // Values from the files are shown as they are, control characters escaped.
+    let _ = write!(out, "{}", escaped_lines(&summary(config)));
     let down = down_list(&config.unresolved);
     if !down.is_empty() {
         let _ = writeln!(out, "DOWN ({}):", down.len());
         for d in &down {
-            let _ = writeln!(out, "  {d}");
+            let _ = writeln!(out, "  {}", crate::ratelimit::escape(d));
         }
     }
     let imapd_name = sources.imapd_conf.display().to_string();
     if sources.imapd_conf.exists() {
-        let _ = write!(out, "{}", imapd_summary(&imapd_name, &prepared.setup.imapd));
+        let _ = write!(
+            out,
+            "{}",
+            escaped_lines(&imapd_summary(&imapd_name, &prepared.setup.imapd))
+        );
     }
     let note = if warnings > 0 {
         format!(" ({})", plural(warnings, "warning"))
@@ -112,6 +117,13 @@ fn down_list(unresolved: &Unresolved) -> Vec<String> {
     all.extend(named("event", &unresolved.events));
     all.extend(named("daemon", &unresolved.daemons));
     all
+}
+
+/// `text` with each line's control characters escaped.
+fn escaped_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("{}\n", crate::ratelimit::escape(line)))
+        .collect()
 }
 
 /// Says an event's schedule in words.

@@ -15,7 +15,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 /// where `master` (or `cyrmaster`) stands in an init script or unit file.
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
-/// stop fast, SIGQUIT stops gracefully (workers finish their clients).
+/// stop fast, SIGQUIT stops gracefully (workers finish their clients). Any other signal that
+/// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(name = "ringmaster", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -128,6 +129,12 @@ pub struct RunArgs {
     /// Where relative `cmd=` programs are looked up, colon-separated, in order.
     #[arg(long, value_name = "DIRS", default_value = crate::launch::DEFAULT_SERVICE_PATH)]
     pub service_path: String,
+    /// Run the master itself at this nice value (-20..19; below its current one needs root
+    /// or CAP_SYS_NICE). Workers, events and daemons still get the nice value the master was
+    /// started with. Default: the master keeps the priority it was started with.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub master_nice: Option<i32>,
     /// Default group for workers (else imapd.conf's cyrus_group, $CYRUS_GROUP, or the user's
     /// primary group).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
@@ -178,6 +185,15 @@ mod tests {
         assert_eq!(cli.run.backlog, 64);
         assert!(cli.run.foreground);
         assert_eq!(cli.run.paths.cyrus_conf, PathBuf::from("/x/cyrus.conf"));
+        assert_eq!(cli.run.master_nice, None);
+    }
+
+    #[test]
+    fn master_nice_takes_a_negative_value_in_range() {
+        let cli = Cli::try_parse_from(["ringmaster", "--master-nice", "-5"]).unwrap();
+        assert_eq!(cli.run.master_nice, Some(-5));
+        assert!(Cli::try_parse_from(["ringmaster", "--master-nice", "-21"]).is_err());
+        assert!(Cli::try_parse_from(["ringmaster", "--master-nice", "20"]).is_err());
     }
 
     #[test]

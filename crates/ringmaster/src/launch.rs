@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
 use crate::config::{
-    self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Unresolved,
+    self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Severity,
+    Unresolved,
 };
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::supervisor::{Role, SpawnRequest};
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
@@ -64,27 +66,57 @@ pub struct LoadedSetup {
     identities: HashMap<RunAs, Option<Credentials>>,
 }
 
+/// Why a configuration did not load: what to print (capped, escaped), and whether the file
+/// could not even be read (an I/O error is not an invalid configuration).
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub problems: Vec<(Severity, String)>,
+    pub unreadable: bool,
+}
+
+impl LoadError {
+    fn from_diagnostics(diags: &[Diagnostic]) -> LoadError {
+        LoadError {
+            problems: config::render_capped(diags),
+            unreadable: diags.iter().any(|d| d.unreadable),
+        }
+    }
+
+    /// Logs every problem at its own level (warnings are WARN); `prefix` leads each line.
+    pub fn log(&self, prefix: &str) {
+        for (severity, text) in &self.problems {
+            match severity {
+                Severity::Error => error!("{prefix}{}", text.trim_end()),
+                Severity::Warning => warn!("{prefix}{}", text.trim_end()),
+            }
+        }
+    }
+}
+
 /// Loads, validates and prepares spawning.
 pub struct Launcher {
     sources: Sources,
     policy: IdentityPolicy,
     base_env: Vec<(String, String)>,
     setup: LoadedSetup,
-    /// The nice value children get back when the master runs at a raised priority.
+    /// The nice value children get back when the master runs at another one (--master-nice).
     child_nice: Option<i32>,
+    /// Full reports of rejected reloads, bounded: a SIGHUP storm onto a broken file logs one
+    /// line per reload once the first few reports are out.
+    rejections: RateLimiter<()>,
 }
 
 impl Launcher {
     /// Loads the configuration for start-up. Err: the master must not start; it carries every
-    /// problem, rendered. Entries that are down are logged here and left out.
-    pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, Vec<String>> {
+    /// problem, rendered (capped, escaped). Entries that are down are logged here and left out.
+    pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, LoadError> {
         let prepared = prepare(&sources, &policy, &parse_env())
-            .map_err(|diags| diags.iter().map(config::render).collect::<Vec<_>>())?;
-        for warning in &prepared.warnings {
-            warn!("{}", config::render(warning).trim_end());
+            .map_err(|diags| LoadError::from_diagnostics(&diags))?;
+        for (_, text) in config::render_capped(&prepared.warnings) {
+            warn!("{}", text.trim_end());
         }
-        for problem in &prepared.down {
-            error!("{problem}; it stays down");
+        for (_, text) in config::render_capped(&prepared.down) {
+            error!("{}; it stays down", text.trim_end());
         }
         let base_env = std::env::vars()
             .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
@@ -100,10 +132,11 @@ impl Launcher {
             base_env,
             setup: prepared.setup,
             child_nice: None,
+            rejections: RateLimiter::default(),
         })
     }
 
-    /// Children are to run at this nice value (the master's own is raised).
+    /// Children are to run at this nice value (the master's own was changed).
     pub fn set_child_nice(&mut self, nice: Option<i32>) {
         self.child_nice = nice;
     }
@@ -118,11 +151,11 @@ impl Launcher {
     pub fn reload(&mut self) -> Option<Config> {
         match prepare(&self.sources, &self.policy, &parse_env()) {
             Ok(prepared) => {
-                for warning in &prepared.warnings {
-                    warn!("reload: {}", config::render(warning).trim_end());
+                for (_, text) in config::render_capped(&prepared.warnings) {
+                    warn!("reload: {}", text.trim_end());
                 }
-                for problem in &prepared.down {
-                    error!("reload: {problem}");
+                for (_, text) in config::render_capped(&prepared.down) {
+                    error!("reload: {}", text.trim_end());
                 }
                 info!(
                     "configuration reloaded from {}",
@@ -132,11 +165,25 @@ impl Launcher {
                 self.setup = prepared.setup;
                 Some(config)
             }
-            Err(problems) => {
-                for problem in problems.iter().filter(|d| d.is_error()) {
-                    error!("reload: {}", config::render(problem).trim_end());
+            Err(diags) => {
+                let failure = LoadError::from_diagnostics(&diags);
+                match self.rejections.check(&(), std::time::Instant::now()) {
+                    Verdict::Log { suppressed } => {
+                        if suppressed > 0 {
+                            warn!(
+                                "reload: suppressed the details of {suppressed} similar rejections"
+                            );
+                        }
+                        failure.log("reload: ");
+                    }
+                    Verdict::Suppress => {}
                 }
-                error!("reload rejected: still running the previous configuration");
+                let verdict = if failure.unreadable {
+                    "reload failed: the configuration could not be read"
+                } else {
+                    "reload rejected: the new configuration is invalid"
+                };
+                error!("{verdict}; still running the previous one");
                 None
             }
         }

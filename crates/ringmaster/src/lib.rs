@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod launch;
 pub mod logging;
+pub mod ratelimit;
 pub mod run;
 pub mod runtime;
 pub mod supervisor;

@@ -1,6 +1,8 @@
 //! Where the master's log lines go: stderr in the foreground (-D), a file (-L), else syslog.
 //!
 //! Everything is written synchronously from the one thread of the master: no logging thread.
+//! Control characters other than newline and tab never reach the log raw: whatever a line
+//! quotes (a name from a config, say), they are written as `\xNN`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -62,6 +64,9 @@ impl Drop for LineWriter {
         if self.buf.is_empty() {
             return;
         }
+        if let Some(clean) = clean_controls(&self.buf) {
+            self.buf = clean;
+        }
         let Ok(mut target) = self.target.lock() else {
             return;
         };
@@ -85,6 +90,25 @@ impl Drop for LineWriter {
             }
         }
     }
+}
+
+/// `line` with control characters other than newline and tab escaped (`\x1b`), or None when
+/// there are none (the usual case: nothing is copied).
+fn clean_controls(line: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(line);
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(bad) {
+        return None;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in text.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out.into_bytes())
 }
 
 impl<'a> MakeWriter<'a> for Sink {
@@ -129,4 +153,23 @@ pub fn init(target: Target, verbose: u8) {
     } else {
         builder.without_time().with_level(false).try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_but_newlines_and_tabs_kept() {
+        assert_eq!(clean_controls(b"plain line\n"), None);
+        assert_eq!(clean_controls(b"a\tb\nc\n"), None);
+        assert_eq!(
+            clean_controls(b"name \x1b[31mred\r\n").as_deref(),
+            Some(&b"name \\x1b[31mred\\x0d\n"[..])
+        );
+        assert_eq!(
+            clean_controls("c1 \u{9b}2J\n".as_bytes()).as_deref(),
+            Some(&b"c1 \\x9b2J\n"[..])
+        );
+    }
 }

@@ -58,14 +58,18 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
     let mut launcher = match Launcher::load(sources, policy) {
         Ok(l) => l,
-        Err(problems) => {
-            for p in &problems {
-                error!("{}", p.trim_end());
-                if !args.foreground && args.logfile.is_none() {
-                    eprintln!("{}", p.trim_end());
+        Err(failure) => {
+            failure.log("");
+            if !args.foreground && args.logfile.is_none() {
+                for (_, text) in &failure.problems {
+                    eprintln!("{}", text.trim_end());
                 }
             }
-            error!("configuration is invalid: not starting");
+            if failure.unreadable {
+                error!("cannot read the configuration: not starting");
+            } else {
+                error!("configuration is invalid: not starting");
+            }
             return EXIT_CONFIG;
         }
     };
@@ -89,8 +93,17 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     if let Err(err) = sys::process::become_child_subreaper() {
         warn!("cannot become the reaper of escaped processes (PR_SET_CHILD_SUBREAPER): {err}");
     }
-    // The master outranks its workers, so forking a whole pool is not slowed by the pool.
-    launcher.set_child_nice(sys::process::raise_master_priority());
+    // The master keeps the priority it was started with unless asked; its children get the
+    // original back either way.
+    if let Some(nice) = args.master_nice {
+        match sys::process::set_master_nice(nice) {
+            Ok(original) => {
+                info!("running at nice {nice}");
+                launcher.set_child_nice(original);
+            }
+            Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
+        }
+    }
     let imapd = launcher.setup().imapd.clone();
     let pidfile_path = args
         .pidfile
@@ -118,6 +131,11 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
                 .configdirectory()
                 .map(|d| Path::new(d).join("master.ready"))
         });
+    // From here on, every way out that can run code removes what we created.
+    let cleanup = ExitFiles::arm(
+        pidfile.as_ref().and(pidfile_path.clone()),
+        ready_file.clone(),
+    );
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);
     }
@@ -161,14 +179,14 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             let _ = d.ready();
         }
     });
-    let runtime = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
-        Ok(r) => r,
+    let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
+        Ok(runtime) => runtime.run(),
         Err(err) => {
             error!("cannot set up the event loop: {err}");
-            return EXIT_OSERR;
+            EXIT_OSERR
         }
     };
-    let code = runtime.run();
+    drop(cleanup);
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);
     }
@@ -180,6 +198,83 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     code
 }
 
+/// The files the master created and must not leave behind (pidfile, ready file), for the
+/// way out that skips the normal clean-up: a panic (the release build aborts right after the
+/// hook). Disarmed when dropped, before the normal path removes them itself: once the pidfile
+/// is gone and its lock released, the file may be the next master's.
+struct ExitFiles;
+
+/// Set once, read by the panic hook; the master has one thread, so no lock is contended.
+static EXIT_FILES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+static EXIT_FILES_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl ExitFiles {
+    fn arm(pidfile: Option<PathBuf>, ready_file: Option<PathBuf>) -> ExitFiles {
+        let files: Vec<PathBuf> = pidfile.into_iter().chain(ready_file).collect();
+        EXIT_FILES_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+        if EXIT_FILES.set(files).is_ok() {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                // Files first: the message may fail to print, the abort will not wait.
+                remove_exit_files();
+                previous(info);
+            }));
+        }
+        ExitFiles
+    }
+}
+
+impl Drop for ExitFiles {
+    fn drop(&mut self) {
+        EXIT_FILES_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Unlinks the registered files; allocates nothing for paths of ordinary length (std
+/// converts them on the stack).
+fn remove_exit_files() {
+    if !EXIT_FILES_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    if let Some(files) = EXIT_FILES.get() {
+        for path in files {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 fn local_clock(unix: i64) -> LocalTime {
     sys::clock::local_time(unix).unwrap_or_else(|_| crate::supervisor::schedule::utc(unix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::{in_forked_child, TempDir};
+    use std::time::Duration;
+
+    #[test]
+    fn a_panic_removes_the_pidfile_and_the_ready_file_once_armed() {
+        let dir = TempDir::new("panic-hook");
+        let pid = dir.path().join("master.pid");
+        let ready = dir.path().join("master.ready");
+        let other = dir.path().join("other");
+        for f in [&pid, &ready, &other] {
+            std::fs::write(f, "1\n").unwrap();
+        }
+        // In a forked copy: the hook and the registered files are process-wide.
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            // Silence the default hook's message (another test thread may hold stderr's lock).
+            std::panic::set_hook(Box::new(|_| {}));
+            let armed = ExitFiles::arm(Some(pid.clone()), Some(ready.clone()));
+            let _ = std::panic::catch_unwind(|| panic!("boom"));
+            let removed = !pid.exists() && !ready.exists() && other.exists();
+            // Disarmed (the normal path), a panic leaves files alone.
+            drop(armed);
+            let _ = std::fs::write(&pid, "2\n");
+            let _ = std::panic::catch_unwind(|| panic!("boom"));
+            removed && pid.exists()
+        });
+        assert!(ok);
+    }
 }

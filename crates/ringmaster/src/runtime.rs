@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Listen, Proto};
 use crate::launch::Launcher;
+use crate::ratelimit::{escape, RateLimiter, Verdict};
 use crate::supervisor::{
     Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
 };
@@ -80,6 +81,15 @@ pub struct Runtime {
     exit_code: Option<i32>,
     /// Called with [`Action::Ready`]'s `all_listening`.
     on_ready: Box<dyn FnMut(bool)>,
+    /// Log lines that signals and workers' bytes can provoke, bounded per source.
+    log_limit: RateLimiter<LogSource>,
+}
+
+/// Where a rate-limited log line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LogSource {
+    Signal(i32),
+    StrayBytes(PoolId),
 }
 
 impl Runtime {
@@ -103,6 +113,7 @@ impl Runtime {
             backlog,
             exit_code: None,
             on_ready,
+            log_limit: RateLimiter::default(),
         })
     }
 
@@ -120,10 +131,11 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let timeout = self
-                .sup
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
                 // Never spin: a broken poller gets a short pause before the next try.
@@ -151,6 +163,7 @@ impl Runtime {
             if self.exit_code.is_none() {
                 self.feed(Input::Tick);
             }
+            self.report_suppressed();
         }
         self.exit_code.unwrap_or(0)
     }
@@ -179,7 +192,11 @@ impl Runtime {
                 return;
             }
         };
-        for signal in pending {
+        for received in pending {
+            let Some(signal) = received.signal() else {
+                self.ignore_signal(received);
+                continue;
+            };
             match signal {
                 Signal::SIGCHLD => self.reap(),
                 Signal::SIGHUP => {
@@ -194,8 +211,44 @@ impl Runtime {
                     info!("SIGQUIT: stopping gracefully");
                     self.feed(Input::Stop { graceful: true });
                 }
-                other => debug!("ignoring {other}"),
+                _ => self.ignore_signal(received),
             }
+        }
+    }
+
+    /// A signal the master does not act on: it was blocked so that it cannot kill or stop
+    /// the master; say so (a storm of them is counted, not logged line by line).
+    fn ignore_signal(&mut self, received: sys::signals::Received) {
+        let source = LogSource::Signal(received.number);
+        if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
+            if suppressed > 0 {
+                self.report(source, suppressed);
+            }
+            warn!(
+                "ignoring {} from pid {} (uid {})",
+                received.name(),
+                received.pid,
+                received.uid
+            );
+        }
+    }
+
+    fn report_suppressed(&mut self) {
+        for (source, count) in self.log_limit.expired(Instant::now()) {
+            self.report(source, count);
+        }
+    }
+
+    fn report(&self, source: LogSource, count: u64) {
+        match source {
+            LogSource::Signal(number) => warn!(
+                "suppressed {count} similar messages: ignored {}",
+                sys::signals::signal_name(number)
+            ),
+            LogSource::StrayBytes(pool) => warn!(
+                "{}: suppressed {count} similar messages (stray bytes on the status pipe)",
+                self.sup.pool_name(pool)
+            ),
         }
     }
 
@@ -236,14 +289,21 @@ impl Runtime {
         io.pending.drain(..whole);
         if !io.pending.is_empty() {
             // Notes are written whole by one write(); a fragment means a broken writer.
-            warn!(
-                "status pipe: {} stray bytes (not a whole note); dropped",
-                io.pending.len()
-            );
+            let stray = io.pending.len();
             io.pending.clear();
+            let source = LogSource::StrayBytes(pool);
+            if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
+                if suppressed > 0 {
+                    self.report(source, suppressed);
+                }
+                warn!(
+                    "{}: status pipe: {stray} stray bytes (not a whole note); dropped",
+                    self.sup.pool_name(pool)
+                );
+            }
         }
-        for note in notes {
-            self.feed(Input::Note { pool, note });
+        if !notes.is_empty() {
+            self.feed(Input::Notes { pool, notes });
         }
     }
 
@@ -262,9 +322,16 @@ impl Runtime {
         let verdict = if pipe.got.starts_with(DAEMON_READY) {
             Some(Ok(()))
         } else if eof || pipe.got.len() >= DAEMON_READY.len() {
+            // Quote only the start: a daemon may write any amount of anything.
+            let shown = pipe.got.get(..32).unwrap_or(&pipe.got);
             Some(Err(format!(
-                "expected \"ok\\r\\n\" on fd 3, got {:?}{}",
-                String::from_utf8_lossy(&pipe.got),
+                "expected \"ok\\r\\n\" on fd 3, got {:?}{}{}",
+                String::from_utf8_lossy(shown),
+                if shown.len() < pipe.got.len() {
+                    "..."
+                } else {
+                    ""
+                },
                 if eof { " and end of file" } else { "" }
             )))
         } else {
@@ -636,8 +703,8 @@ impl Runtime {
                 ready_read = Some((read, write));
             }
         }
-        let pid =
-            sys::spawn::spawn(&spec).map_err(|e| format!("{}: {e}", request.argv.join(" ")))?;
+        let pid = sys::spawn::spawn(&spec)
+            .map_err(|e| format!("{}: {e}", escape(&request.argv.join(" "))))?;
         if let (Some((read, write)), Role::Daemon { name }) = (ready_read, &request.role) {
             drop(write);
             let token = KIND_DAEMON << KIND_SHIFT | self.next_daemon_token;

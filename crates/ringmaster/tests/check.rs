@@ -219,7 +219,10 @@ fn missing_cyrus_conf_is_a_clear_error() {
     let (code, stdout) = check(&path);
     assert_eq!(code, EX_CONFIG);
     assert!(
-        stdout.contains(&format!("{}: error: cannot read: ", path.display())),
+        stdout.contains(&format!(
+            "error: cannot read {}: No such file or directory",
+            path.display()
+        )),
         "{stdout}"
     );
 }

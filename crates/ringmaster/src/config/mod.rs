@@ -16,7 +16,7 @@ mod parser;
 pub mod services_db;
 mod validate;
 
-pub use diagnostic::{render, Diagnostic, Severity};
+pub use diagnostic::{render, render_capped, Diagnostic, Severity};
 pub use exec::{executable_path, resolve_executable, DEFAULT_SERVICE_DIR};
 pub use imapd::{load_imapd_conf, parse_imapd_conf, ImapdConf};
 pub use model::*;
@@ -87,8 +87,7 @@ pub fn load_cyrus_conf(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
 /// [`load_cyrus_conf`] with an explicit environment.
 pub fn load_cyrus_conf_with(path: &Path, env: &ParseEnv) -> Result<Loaded, Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .map_err(|e| vec![Diagnostic::file_error(&file, format!("cannot read: {e}"))])?;
+    let bytes = std::fs::read(path).map_err(|e| vec![Diagnostic::unreadable(&file, &e)])?;
     let text = String::from_utf8_lossy(&bytes);
     let mut pre = Vec::new();
     if std::str::from_utf8(&bytes).is_err() {

@@ -30,6 +30,7 @@ use ringmaster_proto::Message;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DaemonEntry, EventEntry, Schedule, ServiceEntry};
+use crate::ratelimit::{RateLimiter, Verdict};
 use schedule::LocalClock;
 
 /// A worker that dies failing before it served, this many times in a row...
@@ -298,6 +299,17 @@ pub struct Supervisor {
     faults: faults::Faults,
     /// Process groups reaped workers left behind.
     leftovers: leftovers::Leftovers,
+    /// Complaints about status notes, bounded per pipe: a worker writing garbage must not
+    /// flood the log.
+    note_log: RateLimiter<(PoolId, NoteProblem)>,
+}
+
+/// What is wrong with a status note, for [`Supervisor::note_log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NoteProblem {
+    Unrecognized,
+    UnknownPid,
+    WrongPipe,
 }
 
 impl Supervisor {
@@ -321,6 +333,7 @@ impl Supervisor {
             reload: ReloadState::default(),
             faults: faults::Faults::default(),
             leftovers: leftovers::Leftovers::default(),
+            note_log: RateLimiter::default(),
         }
     }
 
@@ -403,6 +416,7 @@ impl Supervisor {
                 }
             }
         }
+        consider(self.note_log.next_report());
         next
     }
 
@@ -419,6 +433,11 @@ impl Supervisor {
                 self.on_readable(pool, waiting, now, &mut out)
             }
             Input::Note { pool, note } => self.on_note(pool, note, now),
+            Input::Notes { pool, notes } => {
+                for note in notes {
+                    self.on_note(pool, note, now);
+                }
+            }
             Input::Exited {
                 pid,
                 status,
@@ -445,14 +464,14 @@ impl Supervisor {
             Input::ReloadRequested => self.on_reload_requested(now, &mut out),
             Input::ConfigLoaded(config) => self.apply_reload(*config, now, &mut out),
             Input::ConfigRejected => {
-                error!(
-                    "reload failed: the new configuration is invalid; still running the old one"
-                );
+                // The launcher said why (unreadable or invalid) and that the old one runs on.
+                debug!("reload: configuration rejected");
             }
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
         self.on_timers(now, &mut out);
         self.retry_binds(now.mono, &mut out);
+        self.report_suppressed_notes(now);
         self.maintain(now, &mut out);
         out
     }
@@ -683,29 +702,41 @@ impl Supervisor {
 
     fn on_note(&mut self, pool: PoolId, note: ringmaster_proto::RawNote, now: Now) {
         let Some(message) = note.message() else {
-            warn!(
-                "{}: unrecognized status note {} from pid {}",
-                self.pool_name(pool),
-                note.code,
-                note.pid
-            );
+            if self.note_allowed(pool, NoteProblem::Unrecognized, now) {
+                warn!(
+                    "{}: unrecognized status note {} from pid {}",
+                    self.pool_name(pool),
+                    note.code,
+                    note.pid
+                );
+            }
             return;
         };
-        let Some(worker) = self.workers.get_mut(&note.pid) else {
-            debug!(
-                "{}: status note {message:?} from unknown pid {}",
-                self.pool_name(pool),
-                note.pid
-            );
-            return;
+        let problem = match self.workers.get(&note.pid) {
+            None => Some(NoteProblem::UnknownPid),
+            Some(w) if w.pool != pool => Some(NoteProblem::WrongPipe),
+            Some(_) => None,
         };
-        if worker.pool != pool {
-            warn!(
-                "status note from pid {} on the pipe of another service; ignored",
-                note.pid
-            );
+        if let Some(problem) = problem {
+            if self.note_allowed(pool, problem, now) {
+                if problem == NoteProblem::UnknownPid {
+                    debug!(
+                        "{}: status note {message:?} from unknown pid {}",
+                        self.pool_name(pool),
+                        note.pid
+                    );
+                } else {
+                    warn!(
+                        "status note from pid {} on the pipe of another service; ignored",
+                        note.pid
+                    );
+                }
+            }
             return;
         }
+        let Some(worker) = self.workers.get_mut(&note.pid) else {
+            return;
+        };
         let before = worker.state;
         worker.state = match (worker.state, message) {
             (WorkerState::Exiting, _) => WorkerState::Exiting,
@@ -1845,7 +1876,48 @@ impl Supervisor {
         }
     }
 
-    fn pool_name(&self, id: PoolId) -> String {
+    /// Whether to log a complaint about a note on `pool`'s pipe; first says how many earlier
+    /// ones were left out, if any.
+    fn note_allowed(&mut self, pool: PoolId, problem: NoteProblem, now: Now) -> bool {
+        match self.note_log.check(&(pool, problem), now.mono) {
+            Verdict::Log { suppressed } => {
+                if suppressed > 0 {
+                    self.report_suppressed_note(pool, problem, suppressed);
+                }
+                true
+            }
+            Verdict::Suppress => false,
+        }
+    }
+
+    fn report_suppressed_notes(&mut self, now: Now) {
+        for ((pool, problem), count) in self.note_log.expired(now.mono) {
+            self.report_suppressed_note(pool, problem, count);
+        }
+    }
+
+    fn report_suppressed_note(&self, pool: PoolId, problem: NoteProblem, count: u64) {
+        let what = match problem {
+            NoteProblem::Unrecognized => "unrecognized status notes",
+            NoteProblem::UnknownPid => "status notes from unknown pids",
+            NoteProblem::WrongPipe => "status notes on the pipe of another service",
+        };
+        if problem == NoteProblem::UnknownPid {
+            // As the lines it stands for.
+            debug!(
+                "{}: suppressed {count} similar messages ({what})",
+                self.pool_name(pool)
+            );
+        } else {
+            warn!(
+                "{}: suppressed {count} similar messages ({what})",
+                self.pool_name(pool)
+            );
+        }
+    }
+
+    /// `service/family`, for log lines.
+    pub(crate) fn pool_name(&self, id: PoolId) -> String {
         match self.services.get(&id.service) {
             Some(s) => format!("{}/{}", s.spec.name, id.family),
             None => format!("service#{}/{}", id.service.0, id.family),

@@ -795,6 +795,54 @@ fn junk_notes_are_survived() {
     assert_eq!(h.workers_of("imap"), vec![w]);
 }
 
+#[test]
+fn a_batch_of_notes_acts_like_the_notes_one_by_one() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let workers = h.workers_of("imap");
+    let pool = h.pool_of(workers[0]);
+    // Junk between real notes changes nothing about the real ones.
+    h.feed(Input::Notes {
+        pool,
+        notes: vec![
+            RawNote::new(Message::Connection, workers[0]),
+            RawNote { code: 77, pid: 5 },
+            RawNote::new(Message::Connection, workers[1]),
+            RawNote::new(Message::Available, 999_999),
+        ],
+    });
+    // Both took a client: two replacements keep the pool at two ready.
+    assert_eq!(h.workers_of("imap").len(), 4);
+    h.feed(Input::Notes {
+        pool,
+        notes: vec![RawNote::new(Message::Available, workers[0])],
+    });
+    h.exit(workers[1], ExitStatus::Code(0));
+    assert_eq!(h.workers_of("imap").len(), 3);
+}
+
+#[test]
+fn a_flood_of_junk_notes_is_counted_and_reported_when_its_window_ends() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    let pool = h.pool_of(w);
+    assert_eq!(h.sup.next_deadline(), None);
+    for i in 0..10_000 {
+        h.feed(Input::Note {
+            pool,
+            note: RawNote {
+                code: 1000 + i,
+                pid: i,
+            },
+        });
+    }
+    assert_eq!(h.workers_of("imap"), vec![w]);
+    // The count of what was left out is due when the window ends: the loop must wake for it.
+    let due = h.sup.next_deadline().expect("a report is due");
+    assert!(due <= h.now.mono + crate::ratelimit::WINDOW);
+    h.advance(crate::ratelimit::WINDOW);
+    assert_eq!(h.sup.next_deadline(), None);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Note(usize, u8),

@@ -103,6 +103,9 @@ pub enum Input {
     ListenerReadable { pool: PoolId, waiting: u32 },
     /// A status note arrived on a pool's pipe.
     Note { pool: PoolId, note: RawNote },
+    /// Every note one read of a pool's pipe brought, in order: timers and pools are seen to
+    /// once for the lot, so a worker writing garbage costs little per note.
+    Notes { pool: PoolId, notes: Vec<RawNote> },
     /// A child was reaped: one we started, or one of their descendants that came back to us
     /// (the master is their subreaper). `pgid`: its process group, when it could be read;
     /// `group_alive`: that group still has members (it left processes behind).

@@ -19,6 +19,6 @@ pub mod syslog;
 pub mod users;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use users::Credentials;

@@ -133,24 +133,31 @@ pub fn send_signal(pid: Pid, signal: Signal) -> io::Result<bool> {
     }
 }
 
-/// How much the master raises its own scheduling priority over its children's.
-const MASTER_PRIORITY_BOOST: i32 = 10;
-
-/// Gives the master a higher priority than the workers it forks (when it may: as root), so
-/// that starting a whole pool is never slowed down by the pool's own start-up; returns the
-/// nice value children should get back, or None when nothing was changed.
-pub fn raise_master_priority() -> Option<i32> {
+/// The scheduling priority (nice value) of this process.
+pub fn own_nice() -> io::Result<i32> {
     // getpriority can legitimately return -1: clear errno to tell that from an error.
     Errno::clear();
-    // SAFETY: plain syscalls on our own process; no memory is passed.
+    // SAFETY: a plain syscall on our own process; no memory is passed.
     let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     if current == -1 && Errno::last_raw() != 0 {
-        return None;
+        return Err(io::Error::last_os_error());
     }
-    let raised = (current - MASTER_PRIORITY_BOOST).max(-20);
-    // SAFETY: as above.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, raised) };
-    (rc == 0 && raised != current).then_some(current)
+    Ok(current)
+}
+
+/// Puts the master at nice `nice` (only when the operator asks: by default the master keeps
+/// the priority it was started with, as Cyrus's does). Returns the nice value it had, which
+/// its children are to get back, or None when nothing changed.
+pub fn set_master_nice(nice: i32) -> io::Result<Option<i32>> {
+    let current = own_nice()?;
+    if nice == current {
+        return Ok(None);
+    }
+    // SAFETY: a plain syscall on our own process; no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(current))
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{self, SfdFlags};
 
-/// The signals the master blocks and reads from its signalfd.
+/// The signals the master acts on; every other signal that could end or stop it is read
+/// too (see [`caught`]) and only logged.
 ///
 /// SIGPIPE is blocked too, so a write to a closed pipe or socket returns EPIPE instead of
 /// killing the master; it is drained from the signalfd but never reported.
@@ -22,22 +23,181 @@ pub const HANDLED: [Signal; 8] = [
     Signal::SIGPIPE,
 ];
 
-/// A nonblocking, close-on-exec signalfd for [`HANDLED`], which are blocked in the thread that
-/// installed it (in the single-threaded master: the whole process). Children get an empty
-/// mask back from [`crate::sys::spawn::spawn`].
+/// Signals that are never blocked: the two that cannot be, and those whose default action is
+/// harmless (ignore or continue). The fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) are
+/// blocked like the rest: one sent with kill() is only logged, while a real fault still ends
+/// the master, since the kernel unblocks a fault signal it has to deliver.
+const NOT_CAUGHT: [libc::c_int; 5] = [
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGCONT,
+    libc::SIGURG,
+    libc::SIGWINCH,
+];
+
+/// Highest signal number on Linux (`_NSIG - 1`).
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// Every signal number the master blocks and reads from its signalfd: [`HANDLED`] and every
+/// other signal whose default action would kill or stop the master (SIGALRM, SIGPROF, SIGIO,
+/// SIGXCPU, SIGPWR, SIGSYS, SIGTRAP, SIGTSTP, the realtime signals...), so that a stray one
+/// is logged instead of ending it silently. Not glibc's internal signals ([`GLIBC_INTERNAL`]):
+/// glibc unblocks them whenever it restores a mask, so they are ignored instead.
+pub fn caught() -> Vec<libc::c_int> {
+    (1..=MAX_SIGNAL)
+        .filter(|n| !NOT_CAUGHT.contains(n) && !GLIBC_INTERNAL.contains(n))
+        .collect()
+}
+
+/// glibc's own signals (thread cancellation, set*id broadcast). In a process that never used
+/// them they keep their default action, death; glibc's sigprocmask leaves them out of any mask
+/// (and its functions that save and restore the mask, such as user lookups, unblock them), so
+/// they cannot stay blocked: they are set to SIG_IGN, which glibc does not touch.
+pub const GLIBC_INTERNAL: [libc::c_int; 2] = [32, 33];
+
+/// The kernel's `struct sigaction` on architectures with the generic layout.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::c_ulong,
+    flags: libc::c_ulong,
+    restorer: libc::c_ulong,
+    mask: u64,
+}
+
+/// Sets [`GLIBC_INTERNAL`] to SIG_IGN with the raw syscall (glibc's sigaction refuses them).
+/// Children get SIG_DFL back from [`crate::sys::spawn::spawn`], which resets all 64.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+fn ignore_glibc_internal() -> io::Result<()> {
+    let ignore = KernelSigaction {
+        handler: libc::SIG_IGN as libc::c_ulong,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in GLIBC_INTERNAL {
+        // SAFETY: rt_sigaction reads a kernel-layout struct from our frame (SIG_IGN needs no
+        // restorer); no old action is asked for; 8 is the kernel's sigset size.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::addr_of!(ignore),
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+fn ignore_glibc_internal() -> io::Result<()> {
+    Ok(())
+}
+
+/// [`caught`] as the kernel's 64-bit signal mask (bit n-1 for signal n).
+fn kernel_mask() -> u64 {
+    caught().into_iter().fold(0, |mask, n| mask | 1 << (n - 1))
+}
+
+/// One signal read from the signalfd, with who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The signal number (realtime ones included).
+    pub number: i32,
+    /// The sender's pid (0 for the kernel).
+    pub pid: u32,
+    /// The sender's real uid.
+    pub uid: u32,
+}
+
+impl Received {
+    /// The signal as nix names it; None for realtime signals.
+    pub fn signal(&self) -> Option<Signal> {
+        Signal::try_from(self.number).ok()
+    }
+
+    /// A name for a log line: `SIGALRM`, `SIGRTMIN+3`.
+    pub fn name(&self) -> String {
+        signal_name(self.number)
+    }
+}
+
+/// `SIGALRM`, `SIGRTMIN+3`, or `signal 99`.
+pub fn signal_name(number: i32) -> String {
+    match Signal::try_from(number) {
+        Ok(signal) => signal.as_str().to_string(),
+        Err(_) if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&number) => {
+            format!("SIGRTMIN+{}", number - libc::SIGRTMIN())
+        }
+        Err(_) => format!("signal {number}"),
+    }
+}
+
+/// [`caught`] as a sigset_t for signalfd, built from the kernel mask.
+fn caught_set() -> SigSet {
+    const _: () = assert!(std::mem::size_of::<libc::sigset_t>() >= std::mem::size_of::<u64>());
+    // SAFETY: an all-zero sigset_t is the empty set; on Linux its first 64 bits are the
+    // kernel's mask, in the kernel's layout, which is what signalfd4 reads (the size is
+    // checked above; unaligned write because sigset_t's alignment is only c_ulong's).
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        std::ptr::write_unaligned(std::ptr::addr_of_mut!(raw).cast::<u64>(), kernel_mask());
+        SigSet::from_sigset_t_unchecked(raw)
+    }
+}
+
+/// Blocks [`caught`].
+fn block_caught() -> io::Result<()> {
+    let mask = kernel_mask();
+    // SAFETY: rt_sigprocmask reads 8 bytes (the kernel's sigset size) from `mask` on our
+    // stack and writes no old set (null).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            std::ptr::addr_of!(mask),
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A nonblocking, close-on-exec signalfd for every signal in [`caught`], which are blocked in
+/// the thread that installed it (in the single-threaded master: the whole process). Children
+/// get an empty mask and default dispositions back from [`crate::sys::spawn::spawn`].
 #[derive(Debug)]
 pub struct SignalFd {
     fd: signalfd::SignalFd,
 }
 
 impl SignalFd {
-    /// Block [`HANDLED`] and open the signalfd. Call first thing, before any child exists.
+    /// Block [`caught`] and open the signalfd. Call first thing, before any child exists.
     pub fn install() -> io::Result<SignalFd> {
-        let mut set = SigSet::empty();
-        for signal in HANDLED {
-            set.add(signal);
-        }
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let set = caught_set();
+        block_caught()?;
+        ignore_glibc_internal()?;
         let fd =
             signalfd::SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(SignalFd { fd })
@@ -50,15 +210,18 @@ impl SignalFd {
 
     /// Every signal pending now, in arrival order, SIGPIPE left out. Standard signals coalesce:
     /// one SIGCHLD may stand for many exited children.
-    pub fn read_pending(&mut self) -> io::Result<Vec<Signal>> {
+    pub fn read_pending(&mut self) -> io::Result<Vec<Received>> {
         let mut signals = Vec::new();
         loop {
             match self.fd.read_signal() {
                 Ok(Some(info)) => {
                     let number = i32::try_from(info.ssi_signo).unwrap_or(0);
-                    match Signal::try_from(number) {
-                        Ok(Signal::SIGPIPE) | Err(_) => {}
-                        Ok(signal) => signals.push(signal),
+                    if number != libc::SIGPIPE {
+                        signals.push(Received {
+                            number,
+                            pid: info.ssi_pid,
+                            uid: info.ssi_uid,
+                        });
                     }
                 }
                 Ok(None) => return Ok(signals),
@@ -139,9 +302,10 @@ mod tests {
             ]
             .into_iter()
             .all(|s| nix::sys::signal::raise(s).is_ok());
-            let Ok(mut got) = sfd.read_pending() else {
+            let Ok(got) = sfd.read_pending() else {
                 return false;
             };
+            let mut got: Vec<Signal> = got.iter().filter_map(Received::signal).collect();
             got.sort_by_key(|s| *s as i32);
             let drained = matches!(sfd.read_pending(), Ok(v) if v.is_empty());
             empty
@@ -150,6 +314,85 @@ mod tests {
                 && got == vec![Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGTERM]
         });
         assert!(ok);
+    }
+
+    #[test]
+    fn stray_signals_that_would_kill_or_stop_are_caught() {
+        let numbers = caught();
+        for n in [
+            libc::SIGALRM,
+            libc::SIGVTALRM,
+            libc::SIGPROF,
+            libc::SIGIO,
+            libc::SIGXCPU,
+            libc::SIGXFSZ,
+            libc::SIGPWR,
+            libc::SIGSYS,
+            libc::SIGSTKFLT,
+            libc::SIGTRAP,
+            libc::SIGABRT,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGRTMIN(),
+            libc::SIGRTMAX(),
+        ] {
+            assert!(numbers.contains(&n), "{} not caught", signal_name(n));
+        }
+        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGCONT, 32, 33] {
+            assert!(!numbers.contains(&n), "{n} caught");
+        }
+        assert_eq!(signal_name(libc::SIGRTMIN() + 3), "SIGRTMIN+3");
+        assert_eq!(signal_name(libc::SIGALRM), "SIGALRM");
+    }
+
+    #[test]
+    fn a_stray_signal_is_read_with_its_sender_instead_of_killing() {
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            let Ok(mut sfd) = SignalFd::install() else {
+                return false;
+            };
+            let rt = libc::SIGRTMIN() + 2;
+            // SAFETY: sending blocked (or, 32 and 33, ignored) signals to this single-threaded
+            // copy; raise would refuse glibc's own 32 and 33.
+            let me = nix::unistd::getpid();
+            let raised = [libc::SIGALRM, libc::SIGTSTP, 32, 33, rt]
+                .into_iter()
+                .all(|n| unsafe { libc::kill(me.as_raw(), n) } == 0);
+            let Ok(got) = sfd.read_pending() else {
+                return false;
+            };
+            let mut numbers: Vec<i32> = got.iter().map(|r| r.number).collect();
+            numbers.sort_unstable();
+            let me = std::process::id();
+            raised
+                && numbers == vec![libc::SIGALRM, libc::SIGTSTP, rt]
+                && got.iter().all(|r| r.pid == me)
+        });
+        assert!(ok);
+    }
+
+    #[test]
+    fn abort_still_ends_the_process_with_everything_blocked() {
+        use crate::sys::testutil::wait_for;
+        use nix::sys::wait::WaitStatus;
+        // SAFETY: the child only installs the signalfd and aborts.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork"),
+            0 => {
+                let _sfd = SignalFd::install();
+                std::process::abort();
+            }
+            pid => {
+                let status = wait_for(nix::unistd::Pid::from_raw(pid), Duration::from_secs(10));
+                assert!(
+                    matches!(status, WaitStatus::Signaled(_, Signal::SIGABRT, _)),
+                    "{status:?}"
+                );
+            }
+        }
     }
 
     #[test]
