@@ -55,19 +55,12 @@ pub fn caught() -> Vec<libc::c_int> {
 /// they cannot stay blocked: they are set to SIG_IGN, which glibc does not touch.
 pub const GLIBC_INTERNAL: [libc::c_int; 2] = [32, 33];
 
-/// The kernel's `struct sigaction` on architectures with the generic layout.
 #[cfg(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
     target_arch = "riscv64"
 ))]
-#[repr(C)]
-struct KernelSigaction {
-    handler: libc::c_ulong,
-    flags: libc::c_ulong,
-    restorer: libc::c_ulong,
-    mask: u64,
-}
+use super::spawn::KernelSigaction;
 
 /// Sets [`GLIBC_INTERNAL`] to SIG_IGN with the raw syscall (glibc's sigaction refuses them).
 /// Children get SIG_DFL back from [`crate::sys::spawn::spawn`], which resets all 64.

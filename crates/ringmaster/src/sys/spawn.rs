@@ -545,11 +545,11 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
     target_arch = "riscv64"
 ))]
 #[repr(C)]
-struct KernelSigaction {
-    handler: libc::c_ulong,
-    flags: libc::c_ulong,
-    restorer: libc::c_ulong,
-    mask: u64,
+pub(super) struct KernelSigaction {
+    pub(super) handler: libc::c_ulong,
+    pub(super) flags: libc::c_ulong,
+    pub(super) restorer: libc::c_ulong,
+    pub(super) mask: u64,
 }
 
 /// Set `signal` to SIG_DFL with the raw syscall: glibc's `sigaction` refuses its internal
