@@ -1,7 +1,12 @@
 //! The client load: N threads connect, read the banner and close, in a loop bounded in time.
+//!
+//! Against 127.0.0.1, each connection comes from another address of 127.0.0.0/8: at tens of
+//! thousands of connections a second, one source address runs out of ephemeral ports (every
+//! closed connection holds one in TIME_WAIT for a minute), and the search for a free one then
+//! makes connect slow and the figures depend on what earlier runs left behind.
 
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +87,27 @@ fn classify(e: std::io::Error) -> Outcome {
     }
 }
 
+/// A loopback source address for the `n`-th attempt of client `client`: 127.0.0.2 to
+/// 127.0.0.251, spread over the clients.
+fn loopback_source(client: usize, n: u64) -> Ipv4Addr {
+    let host = 2 + ((client as u64 * 61 + n) % 250) as u8;
+    Ipv4Addr::new(127, 0, 0, host)
+}
+
+fn connect_from(addr: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
+    socket.connect_timeout(&addr.into(), CLIENT_TIMEOUT)?;
+    Ok(socket.into())
+}
+
 /// One attempt: connect, read up to the end of the banner line, close.
-fn attempt(addr: SocketAddr) -> Outcome {
+fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>) -> Outcome {
     let start = Instant::now();
-    let mut s = match TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT) {
+    let mut s = match connect_from(addr, source) {
         Ok(s) => s,
         Err(e) => return classify(e),
     };
@@ -112,13 +134,15 @@ fn attempt(addr: SocketAddr) -> Outcome {
     }
 }
 
-fn client(addr: SocketAddr, deadline: Instant, stop: Arc<AtomicBool>) -> Stats {
+fn client(addr: SocketAddr, index: usize, deadline: Instant, stop: Arc<AtomicBool>) -> Stats {
     let mut st = Stats::default();
-    for _ in 0..MAX_ATTEMPTS {
+    let spread = addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for n in 0..MAX_ATTEMPTS {
         if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
             break;
         }
-        match attempt(addr) {
+        let source = spread.then(|| loopback_source(index, n));
+        match attempt(addr, source) {
             Outcome::Ok(d) => {
                 st.ok += 1;
                 st.latencies.push(d);
@@ -152,9 +176,11 @@ pub fn run(
     let deadline = start + duration;
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
-    for _ in 0..clients.max(1) {
+    for index in 0..clients.max(1) {
         let stop = Arc::clone(&stop);
-        handles.push(std::thread::spawn(move || client(addr, deadline, stop)));
+        handles.push(std::thread::spawn(move || {
+            client(addr, index, deadline, stop)
+        }));
     }
     meanwhile(deadline);
     let mut total = Stats::default();
