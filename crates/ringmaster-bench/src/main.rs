@@ -71,6 +71,11 @@ enum Cmd {
         /// Runs of each kind (with and without reloads), alternated.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Measure the floor as worker turnover instead of bare process starts: no reloads,
+        /// each worker exiting after this many connections. Pick it so that the pool is
+        /// renewed about as often as the reloads renew it (connections/s x interval / prefork).
+        #[arg(long, value_name = "USES")]
+        turnover_uses: Option<u32>,
     },
 }
 
@@ -453,7 +458,17 @@ fn median_spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     (median, values[0], values[n - 1])
 }
 
-fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u32) {
+fn reload_latency(
+    common: &Common,
+    spec: &ServiceSpec,
+    every: Duration,
+    runs: u32,
+    turnover_uses: Option<u32>,
+) {
+    let turnover = turnover_uses.map(|uses| ServiceSpec {
+        max_uses: uses,
+        ..spec.clone()
+    });
     println!(
         "\n== reload latency: {} clients, prefork={}, {:.1} s per run, SIGHUP every {} ms, {} runs of each kind, alternated",
         common.clients,
@@ -468,10 +483,14 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
         let mut starting = Vec::new();
         let mut error = None;
         for _ in 0..runs.max(1) {
-            for (disturb, into) in [
-                (Disturb::Nothing, &mut quiet),
-                (Disturb::Hup(every), &mut reloading),
-                (Disturb::Starts(every, spec.prefork), &mut starting),
+            let floor = match &turnover {
+                Some(t) => (t, Disturb::Nothing),
+                None => (spec, Disturb::Starts(every, spec.prefork)),
+            };
+            for (spec, disturb, into) in [
+                (spec, Disturb::Nothing, &mut quiet),
+                (spec, Disturb::Hup(every), &mut reloading),
+                (floor.0, floor.1, &mut starting),
             ] {
                 match load_scenario_disturbed(kind, &program, spec, common, disturb) {
                     Ok(rows) => {
@@ -495,7 +514,11 @@ fn reload_latency(common: &Common, spec: &ServiceSpec, every: Duration, runs: u3
             "no reloads: median [min-max]",
             "reloads: median [min-max]",
             "ratio",
-            "floor: starts, no reloads",
+            if turnover.is_some() {
+                "floor: turnover, no reloads"
+            } else {
+                "floor: starts, no reloads"
+            },
             "ratio"
         );
         let metrics: [Metric; 4] = [
@@ -543,9 +566,16 @@ fn main() {
             prefork,
             interval_ms,
             runs,
+            turnover_uses,
         } => {
             let every = Duration::from_millis(interval_ms.max(1));
-            reload_latency(&common, &common.spec(prefork, 0), every, runs);
+            reload_latency(
+                &common,
+                &common.spec(prefork, 0),
+                every,
+                runs,
+                turnover_uses,
+            );
         }
         Cmd::Spawn(common) => {
             let title = format!(
