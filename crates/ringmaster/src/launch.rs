@@ -16,6 +16,7 @@ use crate::config::{
     self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Severity,
     Unresolved,
 };
+use crate::exec;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::supervisor::{Role, SpawnRequest};
 use crate::sys;
@@ -269,11 +270,11 @@ fn cstring(text: &str) -> Result<CString, String> {
 /// Looks a program up: absolute as is, relative in each service directory in turn.
 pub fn find_program(argv0: &str, service_path: &[PathBuf]) -> Option<PathBuf> {
     if argv0.starts_with('/') {
-        return config::resolve_executable(argv0, Path::new("/"));
+        return exec::resolve_executable(argv0, Path::new("/"));
     }
     service_path
         .iter()
-        .find_map(|dir| config::resolve_executable(argv0, dir))
+        .find_map(|dir| exec::resolve_executable(argv0, dir))
 }
 
 /// The parse environment of the master and of `check`: the machine's services database; no
@@ -281,7 +282,6 @@ pub fn find_program(argv0: &str, service_path: &[PathBuf]) -> Option<PathBuf> {
 pub fn parse_env() -> ParseEnv {
     ParseEnv {
         services: ServicesDb::system(),
-        service_dir: None,
     }
 }
 

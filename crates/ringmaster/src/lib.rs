@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod exec;
 pub mod launch;
 pub mod logging;
 pub mod ratelimit;

@@ -12,7 +12,6 @@ fn env() -> ParseEnv {
             "imap2 143/tcp imap\npop3 110/tcp\nnntp 119/tcp readnews\nsieve 4190/tcp\nlmtp 24/tcp\nnotify 9999/udp\n",
             "services",
         ),
-        service_dir: None,
     }
 }
 
@@ -307,37 +306,6 @@ fn tcp4_and_tcp6_do_not_conflict() {
         "a cmd=x listen=1 proto=tcp4\nb cmd=x listen=1 proto=tcp6\nc cmd=x listen=1 proto=udp",
     );
     assert!(diags(&text).is_empty());
-}
-
-#[test]
-fn executables_are_checked_when_asked() {
-    let env = ParseEnv {
-        services: ServicesDb::builtin(),
-        service_dir: Some("/bin".into()),
-    };
-    let text =
-        "START {\n a cmd=\"sh -c true\"\n b cmd=/nonexistent/x\n c cmd=\"nosuchprogram\"\n}\n";
-    let (config, d) = parse_cyrus_conf("c", text, &env);
-    assert!(config.is_some());
-    let m: Vec<_> = d
-        .into_iter()
-        .map(|d| (d.location.line, d.location.col, d.message))
-        .collect();
-    assert_eq!(
-        m,
-        vec![
-            (
-                3,
-                8,
-                "`/nonexistent/x` does not exist or is not executable".to_string()
-            ),
-            (
-                4,
-                9,
-                "`nosuchprogram` is not an executable in the service directory /bin".to_string()
-            ),
-        ]
-    );
 }
 
 #[test]

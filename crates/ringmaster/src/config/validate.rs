@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use super::cron::parse_cron;
 use super::diagnostic::Diagnostic;
-use super::exec::resolve_executable;
 use super::lexer::Arg;
 use super::listen::parse_listen;
 use super::model::*;
@@ -136,23 +135,9 @@ impl Validator<'_> {
             return None;
         };
         let argv: Vec<String> = arg.value.split_whitespace().map(String::from).collect();
-        let Some(argv0) = argv.first() else {
+        if argv.is_empty() {
             self.error(entry, arg.value_col, "empty `cmd=`");
             return None;
-        };
-        if let Some(dir) = &self.env.service_dir {
-            if resolve_executable(argv0, dir).is_none() {
-                let col = offset_col(arg, arg.value.find(argv0.as_str()).unwrap_or(0));
-                let msg = if argv0.starts_with('/') {
-                    format!("`{argv0}` does not exist or is not executable")
-                } else {
-                    format!(
-                        "`{argv0}` is not an executable in the service directory {}",
-                        dir.display()
-                    )
-                };
-                self.warning(entry, col, msg);
-            }
         }
         Some(Command { argv })
     }

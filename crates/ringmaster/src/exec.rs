@@ -5,12 +5,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Debian's service directory, where Cyrus's master looks up relative commands.
-pub const DEFAULT_SERVICE_DIR: &str = "/usr/lib/cyrus/bin";
-
 /// The file a command's argv[0] names: `argv0` itself when absolute, else
 /// `service_dir/argv0`. Pure: no file system access.
-pub fn executable_path(argv0: &str, service_dir: &Path) -> PathBuf {
+fn executable_path(argv0: &str, service_dir: &Path) -> PathBuf {
     if argv0.starts_with('/') {
         PathBuf::from(argv0)
     } else {
