@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringmaster::config::{parse_cyrus_conf, render, ParseEnv};
+use ringmaster_core::{parse_cyrus_conf, render, ParseEnv};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -11,8 +11,11 @@
 
 use std::io::Write;
 
+use ringmaster_core::{
+    escape, render_capped, Config, ImapdConf, ParseEnv, RunAs, Schedule, Severity, Unresolved,
+};
+
 use crate::cli::CheckArgs;
-use crate::config::{self, Config, ImapdConf, ParseEnv, Schedule, Severity, Unresolved};
 use crate::launch;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -48,7 +51,7 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
         Err(diags) => (None, diags),
     };
 
-    for (_, text) in config::render_capped(&diags) {
+    for (_, text) in render_capped(&diags) {
         let _ = write!(out, "{text}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
@@ -76,7 +79,7 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
     if !down.is_empty() {
         let _ = writeln!(out, "DOWN ({}):", down.len());
         for d in &down {
-            let _ = writeln!(out, "  {}", crate::ratelimit::escape(d));
+            let _ = writeln!(out, "  {}", escape(d));
         }
     }
     let imapd_name = sources.imapd_conf.display().to_string();
@@ -122,7 +125,7 @@ fn down_list(unresolved: &Unresolved) -> Vec<String> {
 /// `text` with each line's control characters escaped.
 fn escaped_lines(text: &str) -> String {
     text.lines()
-        .map(|line| format!("{}\n", crate::ratelimit::escape(line)))
+        .map(|line| format!("{}\n", escape(line)))
         .collect()
 }
 
@@ -133,11 +136,11 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
         Schedule::Period { minutes: 1 } => "every minute".to_string(),
         Schedule::Period { minutes } => format!("every {minutes} min"),
         Schedule::Daily(t) => format!("daily at {:02}:{:02}", t.hour, t.minute),
-        Schedule::Cron(spec) => config::cron::describe(spec),
+        Schedule::Cron(spec) => ringmaster_core::describe_cron(spec),
     }
 }
 
-fn run_as(r: &config::RunAs) -> String {
+fn run_as(r: &RunAs) -> String {
     let mut s = String::new();
     if let Some(u) = &r.user {
         s.push_str(&format!(" user={u}"));
@@ -245,7 +248,7 @@ fn imapd_summary(name: &str, conf: &ImapdConf) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CronSpec, TimeOfDay};
+    use ringmaster_core::{CronSpec, TimeOfDay};
 
     #[test]
     fn schedules_in_words() {

@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use crate::config::{
-    self, Config, Diagnostic, ImapdConf, Location, ParseEnv, RunAs, ServicesDb, Severity,
-    Unresolved,
+use ringmaster_core::{
+    render_capped, Config, Diagnostic, ImapdConf, Location, ParseEnv, RateLimiter, Role, RunAs,
+    ServicesDb, Severity, SpawnRequest, Unresolved, Verdict,
 };
+
 use crate::exec;
-use crate::ratelimit::{RateLimiter, Verdict};
-use crate::supervisor::{Role, SpawnRequest};
 use crate::sys;
 use crate::sys::spawn::ExecSpec;
 use crate::sys::users::Credentials;
@@ -78,7 +77,7 @@ pub struct LoadError {
 impl LoadError {
     fn from_diagnostics(diags: &[Diagnostic]) -> LoadError {
         LoadError {
-            problems: config::render_capped(diags),
+            problems: render_capped(diags),
             unreadable: diags.iter().any(|d| d.unreadable),
         }
     }
@@ -113,10 +112,10 @@ impl Launcher {
     pub fn load(sources: Sources, policy: IdentityPolicy) -> Result<Launcher, LoadError> {
         let prepared = prepare(&sources, &policy, &parse_env())
             .map_err(|diags| LoadError::from_diagnostics(&diags))?;
-        for (_, text) in config::render_capped(&prepared.warnings) {
+        for (_, text) in render_capped(&prepared.warnings) {
             warn!("{}", text.trim_end());
         }
-        for (_, text) in config::render_capped(&prepared.down) {
+        for (_, text) in render_capped(&prepared.down) {
             error!("{}; it stays down", text.trim_end());
         }
         let base_env = std::env::vars()
@@ -152,10 +151,10 @@ impl Launcher {
     pub fn reload(&mut self) -> Option<Config> {
         match prepare(&self.sources, &self.policy, &parse_env()) {
             Ok(prepared) => {
-                for (_, text) in config::render_capped(&prepared.warnings) {
+                for (_, text) in render_capped(&prepared.warnings) {
                     warn!("reload: {}", text.trim_end());
                 }
-                for (_, text) in config::render_capped(&prepared.down) {
+                for (_, text) in render_capped(&prepared.down) {
                     error!("reload: {}", text.trim_end());
                 }
                 info!(
@@ -335,13 +334,13 @@ pub fn prepare(
     policy: &IdentityPolicy,
     env: &ParseEnv,
 ) -> Result<Prepared, Vec<Diagnostic>> {
-    let parsed = config::load_cyrus_conf_with(&sources.cyrus_conf, env);
+    let parsed = ringmaster_core::load_cyrus_conf_with(&sources.cyrus_conf, env);
     let mut diags = match &parsed {
         Ok(loaded) => loaded.warnings.clone(),
         Err(diags) => diags.clone(),
     };
     let imapd_name = sources.imapd_conf.display().to_string();
-    let imapd = match config::imapd::load_imapd_conf_all(&sources.imapd_conf) {
+    let imapd = match ringmaster_core::load_imapd_conf_all(&sources.imapd_conf) {
         Ok((conf, more)) => {
             diags.extend(more);
             conf
@@ -451,7 +450,7 @@ impl Resolver<'_> {
         &mut self,
         kind: &str,
         name: &str,
-        cmd: &config::Command,
+        cmd: &ringmaster_core::Command,
         run_as: &RunAs,
         location: &Location,
     ) -> bool {
@@ -469,7 +468,7 @@ impl Resolver<'_> {
         &mut self,
         kind: &str,
         name: &str,
-        cmd: &config::Command,
+        cmd: &ringmaster_core::Command,
         run_as: &RunAs,
         location: &Location,
     ) -> Option<Diagnostic> {

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
+use ringmaster_core::{LocalTime, Settings, Supervisor, EXIT_CONFIG};
+
 use crate::cli::RunArgs;
 use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
-use crate::supervisor::schedule::LocalTime;
-use crate::supervisor::{Settings, Supervisor, EXIT_CONFIG};
 use crate::sys;
 
 /// EX_OSERR, as Cyrus's master for pidfile trouble.
@@ -244,7 +244,7 @@ fn remove_exit_files() {
 }
 
 fn local_clock(unix: i64) -> LocalTime {
-    sys::clock::local_time(unix).unwrap_or_else(|_| crate::supervisor::schedule::utc(unix))
+    sys::clock::local_time(unix).unwrap_or_else(|_| ringmaster_core::utc(unix))
 }
 
 #[cfg(test)]

@@ -13,12 +13,12 @@ use nix::sys::signal::Signal;
 use ringmaster_proto::{RawNote, DAEMON_READY, NOTE_LEN};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Listen, Proto};
-use crate::launch::Launcher;
-use crate::ratelimit::{escape, RateLimiter, Verdict};
-use crate::supervisor::{
-    Action, ChildFds, ExitStatus, Input, Now, PoolId, Role, ServiceKey, Sig, Supervisor,
+use ringmaster_core::{
+    escape, Action, ChildFds, ExitStatus, Input, Listen, Now, PoolId, Proto, RateLimiter, Role,
+    ServiceKey, Sig, Supervisor, Verdict,
 };
+
+use crate::launch::Launcher;
 use crate::sys;
 
 const KIND_SHIFT: u64 = 56;
@@ -683,7 +683,7 @@ impl Runtime {
         })
     }
 
-    fn spawn(&mut self, request: &crate::supervisor::SpawnRequest) -> Result<i32, String> {
+    fn spawn(&mut self, request: &ringmaster_core::SpawnRequest) -> Result<i32, String> {
         let mut spec = self.launcher.exec_spec(request)?;
         let mut ready_read = None;
         match &request.fds {

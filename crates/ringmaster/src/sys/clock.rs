@@ -9,7 +9,7 @@ extern "C" {
     fn tzset();
 }
 
-pub use crate::supervisor::schedule::LocalTime;
+pub use ringmaster_core::LocalTime;
 
 /// Read TZ and the zone files once; call at startup (and after a reload if the zone may have
 /// changed). localtime_r is not required to do this itself.

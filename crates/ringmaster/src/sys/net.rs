@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{umask, Mode};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use crate::config::model::{Listen, Proto};
+use ringmaster_core::{Listen, Proto};
 
 /// One bound (and, for streams, listening) socket of a service.
 #[derive(Debug)]

@@ -16,11 +16,11 @@ mod parser;
 pub mod services_db;
 mod validate;
 
+pub use cron::describe as describe_cron;
 pub use diagnostic::{render, render_capped, Diagnostic, Severity};
-pub use imapd::{load_imapd_conf, parse_imapd_conf, ImapdConf};
+pub use imapd::{load_imapd_conf_all, parse_imapd_conf, ImapdConf};
 pub use model::*;
 pub use services_db::{ServicesDb, Transport};
-pub use validate::{BABYSIT_MAXFORKRATE, DEFAULT_MAXFDS};
 
 use std::path::Path;
 

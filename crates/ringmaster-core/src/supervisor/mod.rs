@@ -21,6 +21,7 @@ mod types;
 mod tests;
 
 pub use faults::EXIT_BIND_FAILED;
+pub use schedule::{utc, LocalClock, LocalTime};
 pub use types::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,7 +32,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DaemonEntry, EventEntry, Schedule, ServiceEntry};
 use crate::ratelimit::{RateLimiter, Verdict};
-use schedule::LocalClock;
 
 /// A worker that dies failing before it served, this many times in a row...
 const MAX_READY_FAILS: u32 = 5;
@@ -1917,7 +1917,7 @@ impl Supervisor {
     }
 
     /// `service/family`, for log lines.
-    pub(crate) fn pool_name(&self, id: PoolId) -> String {
+    pub fn pool_name(&self, id: PoolId) -> String {
         match self.services.get(&id.service) {
             Some(s) => format!("{}/{}", s.spec.name, id.family),
             None => format!("service#{}/{}", id.service.0, id.family),

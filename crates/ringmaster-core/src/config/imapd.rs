@@ -242,16 +242,6 @@ pub fn load_imapd_conf_all(path: &Path) -> Result<(ImapdConf, Vec<Diagnostic>), 
     ))
 }
 
-/// Reads an imapd.conf; the first error (or the read failure) when there is one.
-pub fn load_imapd_conf(path: &Path) -> Result<ImapdConf, Diagnostic> {
-    let (conf, diags) = load_imapd_conf_all(path)
-        .map_err(|e| Diagnostic::unreadable(&path.display().to_string(), &e))?;
-    match diags.into_iter().find(Diagnostic::is_error) {
-        Some(d) => Err(d),
-        None => Ok(conf),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

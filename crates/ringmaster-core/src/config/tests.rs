@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 
+use super::validate::DEFAULT_MAXFDS;
 use super::*;
 
 fn env() -> ParseEnv {
@@ -346,7 +347,7 @@ fn empty_file_is_an_empty_config() {
 
 #[test]
 fn debian_stock_config_parses() {
-    let text = include_str!("../../tests/data/debian-cyrus.conf");
+    let text = include_str!("../../../ringmaster/tests/data/debian-cyrus.conf");
     let c = ok(text);
     let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
