@@ -6,20 +6,19 @@
 //! caret), then, when the master would start, a summary of what it would run and what would
 //! be down. The last line says what would happen. Exit status: 0 when everything would run
 //! (warnings allowed), [`EX_DOWN`] (1) when the master would run with the listed entries
-//! down, [`EX_CONFIG`] (78, from sysexits.h, as Cyrus's master uses) when it would refuse to
-//! start.
+//! down, [`EXIT_CONFIG`] (78, from sysexits.h, as Cyrus's master uses) when it would refuse
+//! to start.
 
 use std::io::Write;
 
 use ringmaster_core::{
     escape, render_capped, Config, ImapdConf, ParseEnv, RunAs, Schedule, Severity, Unresolved,
+    EXIT_CONFIG,
 };
 
 use crate::cli::CheckArgs;
 use crate::launch;
 
-/// sysexits.h EX_CONFIG: the configuration is invalid.
-pub const EX_CONFIG: i32 = 78;
 /// The master would run, with some entries down.
 pub const EX_DOWN: i32 = 1;
 
@@ -70,7 +69,7 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
             plural(errors, "error"),
             plural(warnings, "warning")
         );
-        return EX_CONFIG;
+        return EXIT_CONFIG;
     };
     let config = &prepared.setup.config;
     // Values from the files are shown as they are, control characters escaped.

@@ -15,6 +15,10 @@ const MAX_SHOWN_CHARS: usize = 200;
 /// Longest message shown (it may quote the input), in characters; the rest is cut.
 const MAX_MESSAGE_CHARS: usize = 300;
 
+/// What a finding in a config file means for the file: an error rejects it, a warning does
+/// not. A verdict, not a log level: the shell logs errors at error level and warnings at
+/// warning level, and the syslog priority (`sys::syslog::Severity`, eight RFC 5424 levels
+/// with their wire numbers) is the shell's business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Warning,

@@ -60,7 +60,8 @@ const HOLD_LIMIT: Duration = Duration::from_secs(2);
 const MAX_LIVE_GENERATIONS: u64 = 8;
 const ONE_SECOND: Duration = Duration::from_secs(1);
 
-/// Exit status when start-up fails on the configuration (EX_CONFIG, as Cyrus).
+/// sysexits.h EX_CONFIG, the exit status when the configuration is invalid: the master's
+/// when start-up fails on it (as Cyrus's), and `ringmaster check`'s when it would.
 pub const EXIT_CONFIG: i32 = 78;
 /// Exit status when a START command fails (as Cyrus).
 pub const EXIT_START_FAILED: i32 = 1;

@@ -11,12 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ringmaster_core::EXIT_CONFIG;
 use ringmaster_service::{
     announce_daemon_ready, OnHangup, OnTerminate, Options, SockaddrStorage, Stream, Worker,
 };
-
-/// `EX_CONFIG`: the banner file cannot be read.
-const EXIT_CONFIG: i32 = 78;
 
 #[derive(Parser, Debug)]
 #[command(
