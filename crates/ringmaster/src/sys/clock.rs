@@ -4,12 +4,12 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ringmaster_core::LocalTime;
+
 extern "C" {
     /// POSIX tzset(3) (the libc crate does not declare it on Linux).
     fn tzset();
 }
-
-pub use ringmaster_core::LocalTime;
 
 /// Read TZ and the zone files once; call at startup (and after a reload if the zone may have
 /// changed). localtime_r is not required to do this itself.
