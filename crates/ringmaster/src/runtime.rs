@@ -487,7 +487,6 @@ impl Runtime {
             &listen,
             proto,
             self.backlog,
-            None,
             |identity| {
                 candidates
                     .iter()

@@ -86,7 +86,6 @@ enum Stage {
     ParentGone,
     Chdir,
     Exec,
-    Priority,
     ProcessGroup,
 }
 
@@ -108,7 +107,6 @@ impl Stage {
             ParentGone,
             Chdir,
             Exec,
-            Priority,
             ProcessGroup,
         ]
         .into_iter()
@@ -131,7 +129,6 @@ impl Stage {
             Stage::ParentGone => "the master exited before the child could exec",
             Stage::Chdir => "chdir",
             Stage::Exec => "execve",
-            Stage::Priority => "setpriority",
             Stage::ProcessGroup => "setpgid",
         }
     }
