@@ -3,6 +3,8 @@
 //! `config` reads cyrus.conf, `supervisor` decides (a pure state machine), `sys` does every
 //! syscall, `runtime` is the thin loop that joins them, `launch` prepares what gets forked.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod check;
 pub mod cli;
 pub mod config;
