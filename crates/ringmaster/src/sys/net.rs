@@ -467,8 +467,7 @@ mod tests {
 
     #[test]
     fn tcp6_literal_is_v6_only() {
-        if !has_ipv6_loopback() {
-            eprintln!("skipped: no IPv6 loopback here");
+        if crate::sys::testutil::skip_unless(has_ipv6_loopback(), "an IPv6 loopback (::1)") {
             return;
         }
         let got = bind_listeners(&inet("::1", 0), Proto::Tcp, 16).expect("bind");

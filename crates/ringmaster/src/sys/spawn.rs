@@ -681,7 +681,7 @@ unsafe fn fail_with(report_fd: RawFd, stage: Stage, errno: i32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testutil::{wait_for, TempDir};
+    use crate::sys::testutil::{skip_unless, wait_for, TempDir};
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::wait::WaitStatus;
     use std::os::fd::{AsFd, OwnedFd};
@@ -977,14 +977,17 @@ ls -l /proc/$$/fd"#;
 
     #[test]
     fn credentials_are_applied_in_the_child() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: changing credentials needs root");
+        if skip_unless(
+            nix::unistd::geteuid().is_root(),
+            "root (to change credentials)",
+        ) {
             return;
         }
-        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-            eprintln!("skipped: no user nobody");
+        let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+        if skip_unless(nobody.is_some(), "the user nobody") {
             return;
-        };
+        }
+        let Some(nobody) = nobody else { return };
         let dir = TempDir::new("spawn-creds");
         std::fs::set_permissions(
             dir.path(),
@@ -1023,8 +1026,10 @@ ls -l /proc/$$/fd"#;
 
     #[test]
     fn an_unprivileged_identity_change_fails_in_the_parent() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to drop to nobody first");
+        if skip_unless(
+            nix::unistd::geteuid().is_root(),
+            "root (to drop to nobody first)",
+        ) {
             return;
         }
         // As nobody, asking for root must fail with EPERM from setgroups.
