@@ -10,7 +10,6 @@
 
 pub mod clock;
 pub mod daemonize;
-pub mod memory;
 pub mod net;
 pub mod pidfile;
 pub mod pipe;
