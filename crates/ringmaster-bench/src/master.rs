@@ -36,8 +36,9 @@ pub struct ServiceSpec {
     pub prefork: u32,
     /// The worker's `-U`; 0 means no limit (the demo worker's meaning, not Cyrus's).
     pub max_uses: u32,
-    /// Ringmaster's workers behave as Cyrus's too (no AVAILABLE at start).
-    pub cyrus_style: bool,
+    /// Ringmaster's workers send AVAILABLE when they start (never Cyrus's: see
+    /// [`cyrus_conf`]). Off by default, so both masters run the same worker command line.
+    pub announce: bool,
     /// Appended to every worker's command line.
     pub extra_args: String,
 }
@@ -89,11 +90,12 @@ fn give_to_cyrus(dir: &Path) -> Result<(), String> {
 }
 
 fn cyrus_conf(spec: &ServiceSpec, kind: Kind, port: u16) -> String {
-    // Cyrus counts a worker ready from its fork and complains of AVAILABLE from a ready one.
-    let announce = if kind == Kind::Cyrus || spec.cyrus_style {
-        " --no-announce"
-    } else {
+    // Cyrus counts a worker ready from its fork and complains of AVAILABLE from a ready one,
+    // so its workers never announce; ringmaster's do the same unless asked otherwise.
+    let announce = if kind == Kind::Ringmaster && spec.announce {
         ""
+    } else {
+        " --no-announce"
     };
     format!(
         "# written by ringmaster-bench\nSERVICES {{\n  demo cmd=\"{worker}{announce} -U {uses} {extra}\" \

@@ -26,6 +26,21 @@ pub fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The nice value of a process (field 19 of `/proc/<pid>/stat`), to check that both masters
+/// run at the same priority.
+pub fn nice(pid: i32) -> Option<i64> {
+    parse_nice(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+pub fn parse_nice(text: &str) -> Option<i64> {
+    // After the command: state is field 3, so nice (19) is the 17th.
+    text[text.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()
+}
+
 /// Children of `parent` that are alive (not zombies).
 ///
 /// The kernel's list of the master's children is read first (one file, so that polling it
@@ -127,6 +142,13 @@ mod tests {
                 state: 'S'
             }
         );
+    }
+
+    #[test]
+    fn nice_is_field_19() {
+        let text = "42 (a b) S 1 42 42 0 -1 4194560 10 0 0 0 1 2 0 0 20 -5 1 0 100";
+        assert_eq!(parse_nice(text), Some(-5));
+        assert!(nice(std::process::id() as i32).is_some());
     }
 
     #[test]

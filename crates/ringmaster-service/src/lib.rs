@@ -18,6 +18,12 @@
 //! it stops after [`Options::max_uses`] clients or on SIGHUP (at once when idle, after the
 //! client when busy). SIGTERM exits 75 at once. When the master set `RINGMASTER_EXIT_NOTES=1`,
 //! every exit through this crate is preceded by the `Exiting` note.
+//!
+//! `unsafe` in this crate, each block with a `// SAFETY:` note: taking ownership of fds 3 and
+//! 4 ([`Worker::from_env`]) and of each accepted socket (`serve.rs`), borrowing fd 3 to say a
+//! daemon is ready, and the SIGTERM handler with its installation (`signals.rs`).
+
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod lifecycle;
 mod serve;
@@ -102,10 +108,8 @@ pub struct Worker {
 }
 
 fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: `fd` is only used for this one F_GETFD query while borrowed; the call does not
-    // keep it, and an fd that is not open makes it fail with EBADF (which we check).
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    fcntl(borrowed.as_raw_fd(), FcntlArg::F_GETFD).is_ok()
+    // A raw number, not a BorrowedFd: a borrow promises the fd is open, which is the question.
+    fcntl(fd, FcntlArg::F_GETFD).is_ok()
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>) {

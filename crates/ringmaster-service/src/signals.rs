@@ -1,4 +1,5 @@
-//! Signal plumbing for workers, and every `unsafe` of this crate.
+//! Signal plumbing for workers, with the crate's `unsafe` signal code (the crate's other
+//! `unsafe` blocks take ownership of fds 3 and 4 and of accepted sockets; see the crate doc).
 //!
 //! - SIGHUP (recycle) is blocked and read from a signalfd: the idle loop waits on it beside the
 //!   listener, and the loop checks it between clients. No handler runs.

@@ -1,5 +1,7 @@
 //! The accept loop end to end: the `echo` example run as a master would run it, fds and all.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};

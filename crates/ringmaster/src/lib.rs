@@ -3,6 +3,8 @@
 //! The shell around the pure core ([`ringmaster_core`]: config, supervisor): `sys` does every
 //! syscall, `runtime` is the thin loop that joins them, `launch` prepares what gets forked.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod check;
 pub mod cli;
 pub mod demo;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::sys::daemonize::LOG_FILE_MODE;
 use crate::sys::syslog::{Severity, Syslog};
 
 /// Where log lines go.
@@ -22,13 +23,13 @@ pub enum Target {
 }
 
 impl Target {
-    /// Opens the log file for appending (created 0640 if missing).
+    /// Opens the log file for appending (created [`LOG_FILE_MODE`] if missing).
     pub fn file(path: &Path) -> io::Result<Target> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .mode(0o640)
+            .mode(LOG_FILE_MODE)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
         Ok(Target::File(file))

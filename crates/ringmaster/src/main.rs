@@ -1,5 +1,7 @@
 //! The `ringmaster` command line: run mode (Cyrus master's flags), `check` and `demo`.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use clap::Parser;
 
 use ringmaster::cli::{Cli, Command};

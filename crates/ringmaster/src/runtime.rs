@@ -411,18 +411,11 @@ impl Runtime {
             }
             Action::Release { service, refuse } => self.release(service, refuse),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
-            Action::LoadConfig => {
-                match self.launcher.reload() {
-                    Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                    None => self.feed(Input::ConfigRejected),
-                }
-                // No trim here: it would page out the spawn path just before the reload's
-                // burst of spawns, which then waits on disk reads of the master's own code.
-            }
-            Action::Ready { all_listening } => {
-                (self.on_ready)(all_listening);
-                self.trim_memory();
-            }
+            Action::LoadConfig => match self.launcher.reload() {
+                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                None => self.feed(Input::ConfigRejected),
+            },
+            Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Exit(code) => {
                 self.kill_escaped();
                 self.pools.clear();
@@ -444,14 +437,6 @@ impl Runtime {
                 "killed {} process(es) that escaped from workers: {left:?}",
                 left.len()
             );
-        }
-    }
-
-    /// Start-up is done: let its code leave the resident set. Once only: what a reload
-    /// faults back in stays resident for the next one.
-    fn trim_memory(&self) {
-        if let Err(err) = sys::memory::trim_resident_code() {
-            debug!("cannot trim resident code: {err}");
         }
     }
 
@@ -487,7 +472,6 @@ impl Runtime {
             &listen,
             proto,
             self.backlog,
-            None,
             |identity| {
                 candidates
                     .iter()

@@ -2,8 +2,12 @@
 //! `file:line:col: error: message`, non-zero exit), on Debian's stock cyrus.conf, and on the
 //! machine's /etc/cyrus.conf when there is one.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::skip_unless;
 
 const EX_CONFIG: i32 = 78;
 
@@ -248,16 +252,10 @@ fn a_missing_dash_c_file_refuses_as_the_master_does() {
 
 /// Debian's packages: cyrus-common (START's /usr/sbin/cyrus, the `cyrus` user).
 fn have_cyrus_common() -> bool {
-    let ok = Path::new("/usr/sbin/cyrus").exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true but /usr/sbin/cyrus does not exist (install cyrus-common)"
-        );
-        eprintln!("skipped: /usr/sbin/cyrus does not exist on this machine");
-    }
-    ok
+    !skip_unless(
+        Path::new("/usr/sbin/cyrus").exists(),
+        "/usr/sbin/cyrus (install cyrus-common)",
+    )
 }
 
 /// Debian's stock cyrus.conf enables nntp and http, whose programs come in other packages:
@@ -344,13 +342,7 @@ fn debian_stock_config_runs_without_nntp_and_http() {
 #[test]
 fn machine_cyrus_conf_passes() {
     let path = Path::new("/etc/cyrus.conf");
-    if !path.exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true but /etc/cyrus.conf does not exist (install cyrus-common)"
-        );
-        eprintln!("skipped: /etc/cyrus.conf does not exist on this machine");
+    if skip_unless(path.exists(), "/etc/cyrus.conf (install cyrus-common)") {
         return;
     }
     // The machine's own services database and service directory: the real thing.

@@ -5,6 +5,8 @@
 //! echoed. Flags make it misbehave on purpose for tests and benchmarks, after Cassandane's
 //! `lemming.c`: slow start, crash at start, ignore signals, touch a file and exit.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;

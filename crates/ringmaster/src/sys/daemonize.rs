@@ -93,8 +93,13 @@ fn wait_for_report(read: &OwnedFd, child: nix::unistd::Pid) -> i32 {
     }
 }
 
-/// Point stdin at /dev/null and stdout/stderr at `log` (opened for appending, created 0644)
-/// or /dev/null. Children inherit fds 0-2, so with a log file their output lands there too
+/// Mode of a log file the master creates (`-L`), whether the logger or the detached stdio opens
+/// it first: not world-readable, as a log quotes client addresses, user and config names that
+/// are no business of every local user (the convention of /var/log).
+pub const LOG_FILE_MODE: u32 = 0o640;
+
+/// Point stdin at /dev/null and stdout/stderr at `log` (opened for appending, created
+/// [`LOG_FILE_MODE`]) or /dev/null. Children inherit fds 0-2, so with a log file their output lands there too
 /// (Cyrus's `-L`).
 pub fn detach_stdio(log: Option<&Path>) -> io::Result<()> {
     let null_in = OpenOptions::new().read(true).open("/dev/null")?;
@@ -102,7 +107,7 @@ pub fn detach_stdio(log: Option<&Path>) -> io::Result<()> {
         Some(path) => OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o644)
+            .mode(LOG_FILE_MODE)
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         None => OpenOptions::new().write(true).open("/dev/null")?,
@@ -176,5 +181,8 @@ mod tests {
             }
         ));
         assert_eq!(std::fs::read_to_string(&log).expect("log"), "to the log\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777 & !LOG_FILE_MODE, 0, "{mode:o}");
     }
 }

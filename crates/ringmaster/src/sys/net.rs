@@ -1,6 +1,9 @@
 //! Listening sockets: binding a service's `listen=`/`proto=` the way Cyrus does (one socket per
-//! address family), pausing and resuming a TCP listener without giving up its port, and the
-//! identity of a bound socket so a reload can keep one instead of binding again.
+//! address family), pausing and resuming a TCP listener without giving up its port, and socket
+//! identities (kind and bound address). The runtime records the [`socket_identity`] of every
+//! socket it binds; on reload, [`bind_listeners_reusing`] asks it, address by address, for an
+//! open socket with the same identity (kept instead of bound again) and whether a new socket
+//! [`overlaps`] one already open (then both get SO_REUSEPORT).
 //!
 //! Every socket is close-on-exec and blocking: the open file description is shared with the
 //! workers, which expect a blocking `accept` on fd 4.
@@ -49,9 +52,9 @@ pub enum SocketAddress {
     Unix(PathBuf),
 }
 
-/// What makes two listening sockets interchangeable: their kind and bound address. Compare
-/// [`socket_identity`] of an open socket with [`planned_identities`] of a configuration entry
-/// to reuse the socket rather than bind again.
+/// What makes two listening sockets interchangeable: their kind and bound address. The
+/// [`socket_identity`] of an open socket equal to one of the [`planned_identities`] of a
+/// configuration entry means the socket can serve that entry (see [`bind_listeners_reusing`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SocketIdentity {
     /// Stream or datagram.
@@ -83,8 +86,8 @@ impl fmt::Display for SocketAddress {
 /// - `Listen::Unix(path)`: a stale socket at `path` is removed first (anything else there is
 ///   an error, never unlinked); the node is created world-connectable (mode 0777, as Cyrus,
 ///   through a zero umask around `bind`: the master is single-threaded, so the umask change
-///   affects nothing else); chowned to `owner` (uid, gid) when given; a stream socket unless
-///   `proto` is a udp one.
+///   affects nothing else), owned by the master (as Cyrus's); a stream socket unless `proto`
+///   is a udp one.
 ///
 /// `reuse(identity)` is asked first for each address: a socket it returns (one the master
 /// already has open for exactly that address) is used instead of binding; `share_port`
@@ -94,7 +97,6 @@ pub fn bind_listeners_reusing(
     listen: &Listen,
     proto: Proto,
     backlog: i32,
-    owner: Option<(u32, u32)>,
     mut reuse: impl FnMut(&SocketIdentity) -> Option<Reused>,
     mut share_port: impl FnMut(&SocketIdentity) -> bool,
 ) -> io::Result<Vec<Planned>> {
@@ -114,7 +116,7 @@ pub fn bind_listeners_reusing(
             continue;
         }
         let bound = match &identity.address {
-            SocketAddress::Unix(path) => bind_unix(path, !proto.is_udp(), backlog, owner),
+            SocketAddress::Unix(path) => bind_unix(path, !proto.is_udp(), backlog),
             SocketAddress::Inet(addr) => {
                 let shared = share_port(&identity);
                 match bind_inet(*addr, proto, backlog, shared) {
@@ -172,10 +174,9 @@ pub fn bind_listeners(
     listen: &Listen,
     proto: Proto,
     backlog: i32,
-    owner: Option<(u32, u32)>,
 ) -> io::Result<Vec<BoundListener>> {
     Ok(
-        bind_listeners_reusing(listen, proto, backlog, owner, |_| None, |_| false)?
+        bind_listeners_reusing(listen, proto, backlog, |_| None, |_| false)?
             .into_iter()
             .filter_map(|p| match p {
                 Planned::Bound(b) => Some(b),
@@ -368,12 +369,7 @@ fn bind_inet(
     Ok(OwnedFd::from(socket))
 }
 
-fn bind_unix(
-    path: &Path,
-    stream: bool,
-    backlog: i32,
-    owner: Option<(u32, u32)>,
-) -> io::Result<OwnedFd> {
+fn bind_unix(path: &Path, stream: bool, backlog: i32) -> io::Result<OwnedFd> {
     remove_stale_socket(path)?;
     let ty = if stream { Type::STREAM } else { Type::DGRAM };
     let socket = Socket::new(Domain::UNIX, ty, None)?;
@@ -382,21 +378,6 @@ fn bind_unix(
     let bound = socket.bind(&addr);
     umask(old);
     bound.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    if let Some((uid, gid)) = owner {
-        nix::unistd::fchownat(
-            None,
-            path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("chown {}: {e}", path.display()),
-            )
-        })?;
-    }
     if stream {
         socket.listen(backlog)?;
     }
@@ -464,7 +445,7 @@ mod tests {
 
     #[test]
     fn tcp4_literal_binds_one_blocking_cloexec_listener() {
-        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp4, 16, None).expect("bind");
+        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp4, 16).expect("bind");
         assert_eq!(got.len(), 1);
         let l = got.first().expect("one");
         assert_eq!(l.family_index, 0);
@@ -486,11 +467,10 @@ mod tests {
 
     #[test]
     fn tcp6_literal_is_v6_only() {
-        if !has_ipv6_loopback() {
-            eprintln!("skipped: no IPv6 loopback here");
+        if crate::sys::testutil::skip_unless(has_ipv6_loopback(), "an IPv6 loopback (::1)") {
             return;
         }
-        let got = bind_listeners(&inet("::1", 0), Proto::Tcp, 16, None).expect("bind");
+        let got = bind_listeners(&inet("::1", 0), Proto::Tcp, 16).expect("bind");
         assert_eq!(got.len(), 1);
         let l = got.first().expect("one");
         assert!(l.local.starts_with("[::1]:"), "{}", l.local);
@@ -501,7 +481,7 @@ mod tests {
     #[test]
     fn a_family_the_host_name_lacks_is_refused_clearly() {
         assert_eq!(
-            bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp6, 16, None)
+            bind_listeners(&inet("127.0.0.1", 0), Proto::Tcp6, 16)
                 .map(|_| ())
                 .map_err(|e| e.kind()),
             Err(io::ErrorKind::NotFound)
@@ -542,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_host_name_binds_one_address_per_family() {
-        let got = bind_listeners(&inet("localhost", 0), Proto::Tcp, 16, None).expect("bind");
+        let got = bind_listeners(&inet("localhost", 0), Proto::Tcp, 16).expect("bind");
         assert!(!got.is_empty() && got.len() <= 2);
         for (i, l) in got.iter().enumerate() {
             assert_eq!(usize::from(l.family_index), i);
@@ -553,15 +533,15 @@ mod tests {
     #[test]
     fn a_second_bind_of_the_same_address_fails_with_addrinuse() {
         let port = free_port();
-        let _first = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
-        let err = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None)
-            .expect_err("second bind");
+        let _first = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16).expect("bind");
+        let err =
+            bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16).expect_err("second bind");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 
     #[test]
     fn udp_is_bound_not_listening() {
-        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Udp4, 16, None).expect("bind");
+        let got = bind_listeners(&inet("127.0.0.1", 0), Proto::Udp4, 16).expect("bind");
         let l = got.first().expect("one");
         let id = socket_identity(l.fd.as_fd()).expect("identity");
         assert_eq!(id.kind, SocketKind::Datagram);
@@ -580,7 +560,7 @@ mod tests {
     fn identity_of_a_bound_socket_matches_its_plan() {
         let port = free_port();
         let listen = inet("127.0.0.1", port);
-        let got = bind_listeners(&listen, Proto::Tcp4, 16, None).expect("bind");
+        let got = bind_listeners(&listen, Proto::Tcp4, 16).expect("bind");
         let fd = &got.first().expect("one").fd;
         assert_eq!(
             vec![socket_identity(fd.as_fd()).expect("identity")],
@@ -595,7 +575,7 @@ mod tests {
     #[test]
     fn pause_refuses_connections_and_resume_accepts_again_on_the_same_port() {
         let port = free_port();
-        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
+        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16).expect("bind");
         let l = got.first().expect("one");
         let before = socket_identity(l.fd.as_fd()).expect("identity");
 
@@ -638,7 +618,7 @@ mod tests {
     fn pausing_wakes_a_blocked_accept_with_einval() {
         // A thread stands in for a worker blocked in accept(4) (threads are fine in tests).
         let port = free_port();
-        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16, None).expect("bind");
+        let got = bind_listeners(&inet("127.0.0.1", port), Proto::Tcp4, 16).expect("bind");
         let l = got.first().expect("one");
         let worker_fd = l.fd.try_clone().expect("dup");
         // Bounded: accept honours SO_RCVTIMEO, so a missing wake-up fails instead of hanging.
@@ -678,19 +658,14 @@ mod tests {
         let dir = TempDir::new("net-unix");
         let path = dir.path().join("lmtp.sock");
         let listen = Listen::Unix(path.clone());
-        let first = bind_listeners(&listen, Proto::Tcp, 16, None).expect("bind");
+        let first = bind_listeners(&listen, Proto::Tcp, 16).expect("bind");
         drop(first); // leaves a stale socket node behind
         assert!(path.exists());
-        let owner = nix::unistd::geteuid().is_root().then_some((65534, 65534));
-        let got = bind_listeners(&listen, Proto::Tcp, 16, owner).expect("rebind over stale");
+        let got = bind_listeners(&listen, Proto::Tcp, 16).expect("rebind over stale");
         let l = got.first().expect("one");
         assert_eq!(l.local, path.display().to_string());
         let meta = std::fs::symlink_metadata(&path).expect("stat");
         assert_eq!(meta.permissions().mode() & 0o777, 0o777);
-        if owner.is_some() {
-            use std::os::unix::fs::MetadataExt;
-            assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
-        }
         assert_eq!(
             socket_identity(l.fd.as_fd()).expect("identity"),
             SocketIdentity {
@@ -707,8 +682,8 @@ mod tests {
         let dir = TempDir::new("net-unix-file");
         let path = dir.path().join("not-a-socket");
         std::fs::write(&path, b"precious").expect("write");
-        let err = bind_listeners(&Listen::Unix(path.clone()), Proto::Tcp, 16, None)
-            .expect_err("must refuse");
+        let err =
+            bind_listeners(&Listen::Unix(path.clone()), Proto::Tcp, 16).expect_err("must refuse");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
         assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
     }

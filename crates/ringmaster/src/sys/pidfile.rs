@@ -127,11 +127,6 @@ impl PidFile {
         })
     }
 
-    /// Where the pidfile is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Unlink the pidfile (only if the path still names our file), then release the lock.
     pub fn remove(self) -> io::Result<()> {
         let ours = self.file.metadata()?;

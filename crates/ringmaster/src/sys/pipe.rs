@@ -10,6 +10,8 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 /// The most one [`read_notes`] call takes, so one chatty service cannot starve the loop
 /// (the descriptor stays readable and epoll wakes us again).
 pub const MAX_READ_PER_CALL: usize = 64 * 1024;
+/// Bytes asked of one `read`: a whole number of notes (see [`read_notes`]).
+const READ_CHUNK: usize = 512 * ringmaster_proto::NOTE_LEN;
 
 /// A status pipe: (read end: nonblocking, close-on-exec; write end: blocking, close-on-exec).
 /// The master keeps the write end open for as long as the service exists, so the read end
@@ -35,11 +37,15 @@ pub struct ReadOutcome {
 }
 
 /// Append everything readable now from the nonblocking `fd` to `buf` (up to
-/// [`MAX_READ_PER_CALL`]), stopping at EAGAIN or end-of-file. Notes are 8-byte writes, which a
-/// pipe delivers whole, but a read may still end mid-note at the size cap: the caller keeps
-/// any remainder in `buf` for the next call.
+/// [`MAX_READ_PER_CALL`]), stopping at EAGAIN or end-of-file.
+///
+/// A note is one 8-byte `write`, which a pipe keeps whole (it is below PIPE_BUF), and every
+/// read asks for a whole number of notes, so as long as the writers follow the protocol the
+/// bytes appended end on a note boundary, cap or not. A remainder therefore means a broken
+/// writer: the runtime drops it (and says so) rather than keep it, which would misalign every
+/// note after it.
 pub fn read_notes(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; READ_CHUNK];
     let mut outcome = ReadOutcome {
         bytes: 0,
         eof: false,
@@ -119,5 +125,22 @@ mod tests {
                 eof: true
             }
         );
+    }
+
+    #[test]
+    fn the_size_cap_ends_on_a_note_boundary() {
+        let (r, w) = status_pipe().expect("pipe");
+        fcntl(w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(256 * 1024)).expect("grow the pipe");
+        let notes = MAX_READ_PER_CALL / 8 + 1000;
+        for i in 0..notes {
+            let i = u32::try_from(i).expect("small");
+            nix::unistd::write(&w, &[i.to_ne_bytes(), i.to_ne_bytes()].concat()).expect("write");
+        }
+        let mut buf = Vec::new();
+        let first = read_notes(r.as_fd(), &mut buf).expect("read");
+        assert!(first.bytes >= MAX_READ_PER_CALL && first.bytes < notes * 8);
+        assert_eq!(first.bytes % 8, 0);
+        let second = read_notes(r.as_fd(), &mut buf).expect("read");
+        assert_eq!(first.bytes + second.bytes, notes * 8);
     }
 }

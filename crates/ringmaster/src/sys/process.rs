@@ -183,9 +183,11 @@ mod tests {
             if !reap_all().is_empty() {
                 return false;
             }
-            // SAFETY (all three): immediate _exit / self-kill in the child.
+            // SAFETY: _exit in the forked child, which owns nothing to clean up.
             let exit3 = child(|| unsafe { libc::_exit(3) });
+            // SAFETY: as above.
             let exit0 = child(|| unsafe { libc::_exit(0) });
+            // SAFETY: the child kills itself; the _exit is only reached if that failed.
             let killed = child(|| unsafe {
                 libc::raise(libc::SIGKILL);
                 libc::_exit(9)

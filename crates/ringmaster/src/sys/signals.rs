@@ -348,11 +348,11 @@ mod tests {
                 return false;
             };
             let rt = libc::SIGRTMIN() + 2;
-            // SAFETY: sending blocked (or, 32 and 33, ignored) signals to this single-threaded
-            // copy; raise would refuse glibc's own 32 and 33.
             let me = nix::unistd::getpid();
             let raised = [libc::SIGALRM, libc::SIGTSTP, 32, 33, rt]
                 .into_iter()
+                // SAFETY: sending blocked (or, 32 and 33, ignored) signals to this
+                // single-threaded copy; raise would refuse glibc's own 32 and 33.
                 .all(|n| unsafe { libc::kill(me.as_raw(), n) } == 0);
             let Ok(got) = sfd.read_pending() else {
                 return false;

@@ -1,15 +1,16 @@
-//! Turning a spawn request (plain data) into a running child: fork, the worker fd layout
+//! Turning a spawn request (plain data) into a running child: clone, the worker fd layout
 //! (3 = status pipe, 4 = listener), CLOEXEC on everything else, RLIMIT_NOFILE, a clean signal
 //! state, credentials, the parent-death signal, then execve. A failure in the child, exec's
 //! included, comes back to the parent as an `io::Error`.
 //!
-//! Why a raw fork and not `std::process::Command`: std reports exec errors through a CLOEXEC
+//! Why a raw clone and not `std::process::Command`: std reports exec errors through a CLOEXEC
 //! pipe whose write end takes the lowest free descriptor, which can be 3 or 4, exactly where the
 //! worker's status pipe and listener must go; a `pre_exec` closure cannot move std's pipe out of
 //! the way. Here the report pipe is ours, so the child moves it above 4 before laying out fds.
 //!
-//! Between fork and exec the child runs only async-signal-safe libc calls on data prepared in
-//! the parent: no allocation, no locks, no logging.
+//! Between clone and exec the child runs in the master's memory (CLONE_VM, see [`spawn`]) and
+//! runs only async-signal-safe libc calls on data prepared in the parent: no allocation, no
+//! locks, no logging, no write to anything but its own stack.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -86,7 +87,6 @@ enum Stage {
     ParentGone,
     Chdir,
     Exec,
-    Priority,
     ProcessGroup,
 }
 
@@ -108,7 +108,6 @@ impl Stage {
             ParentGone,
             Chdir,
             Exec,
-            Priority,
             ProcessGroup,
         ]
         .into_iter()
@@ -131,7 +130,6 @@ impl Stage {
             Stage::ParentGone => "the master exited before the child could exec",
             Stage::Chdir => "chdir",
             Stage::Exec => "execve",
-            Stage::Priority => "setpriority",
             Stage::ProcessGroup => "setpgid",
         }
     }
@@ -385,14 +383,21 @@ fn reap(child: Pid) {
     }
 }
 
-/// The forked child: set up and exec, or report the failed step and `_exit(127)`.
+/// The cloned child: set up and exec, or report the failed step and `_exit(127)`.
 ///
 /// # Safety
 ///
-/// Call only in a freshly forked child. Uses only async-signal-safe calls; never returns.
+/// Call only in the child that [`spawn`] starts with `clone(CLONE_VM | CLONE_VFORK)`, on the
+/// stack mapped for it. That child is not a copy: it runs in the master's own memory while the
+/// master is suspended in `clone`. So it must write no memory but its own stack and the
+/// kernel's (no allocation, no locks, no std I/O), call only async-signal-safe functions, and
+/// never return (it ends in `execve` or `_exit`).
 unsafe fn run_child(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
-    // SAFETY: every call below is an async-signal-safe libc function, given valid pointers into
-    // `plan` (our copy of the parent's memory, unchanged since the fork) or into this frame.
+    // SAFETY: `plan` points into the suspended master's memory, which nobody changes until we
+    // exec or exit; `child_steps` only reads it, keeps its own state in this stack, and calls
+    // raw syscalls and async-signal-safe libc functions. The one write into shared memory is
+    // libc's errno, which is the master's (same thread pointer): the master reads errno after
+    // `clone` only when `clone` failed, that is when there was no child.
     unsafe { child_steps(plan, report_fd) }
 }
 
@@ -557,7 +562,7 @@ pub(super) struct KernelSigaction {
 ///
 /// # Safety
 ///
-/// Only in the forked child (async-signal-safe).
+/// Only in the cloned child (see [`run_child`]): async-signal-safe.
 #[cfg(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
@@ -587,7 +592,7 @@ unsafe fn reset_disposition(signal: libc::c_int) {
 ///
 /// # Safety
 ///
-/// Only in the forked child (async-signal-safe).
+/// Only in the cloned child (see [`run_child`]): async-signal-safe.
 #[cfg(not(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
@@ -607,7 +612,7 @@ unsafe fn reset_disposition(signal: libc::c_int) {
 ///
 /// # Safety
 ///
-/// Only in the forked child (async-signal-safe calls only).
+/// Only in the cloned child (see [`run_child`]): async-signal-safe calls only.
 unsafe fn park(fd: Option<RawFd>, report_fd: RawFd, stage: Stage) -> Option<RawFd> {
     let fd = fd?;
     // SAFETY: fcntl on an integer descriptor; a bad one just fails with EBADF.
@@ -624,11 +629,11 @@ unsafe fn park(fd: Option<RawFd>, report_fd: RawFd, stage: Stage) -> Option<RawF
 ///
 /// # Safety
 ///
-/// Only in the forked child (async-signal-safe calls only).
+/// Only in the cloned child (see [`run_child`]): async-signal-safe calls only.
 unsafe fn place(parked: Option<RawFd>, target: RawFd, report_fd: RawFd, stage: Stage) {
     match parked {
-        // SAFETY: dup2 onto a number we own in the child; the report pipe is above 4.
         Some(fd) => {
+            // SAFETY: dup2 onto a number we own in the child; the report pipe is above 4.
             if unsafe { libc::dup2(fd, target) } < 0 {
                 // SAFETY: still in the child.
                 unsafe { fail(report_fd, stage) }
@@ -645,7 +650,7 @@ unsafe fn place(parked: Option<RawFd>, target: RawFd, report_fd: RawFd, stage: S
 ///
 /// # Safety
 ///
-/// Only in the forked child.
+/// Only in the cloned child (see [`run_child`]).
 unsafe fn fail(report_fd: RawFd, stage: Stage) -> ! {
     // SAFETY: still in the child.
     unsafe { fail_with(report_fd, stage, Errno::last_raw()) }
@@ -655,7 +660,7 @@ unsafe fn fail(report_fd: RawFd, stage: Stage) -> ! {
 ///
 /// # Safety
 ///
-/// Only in the forked child.
+/// Only in the cloned child (see [`run_child`]).
 unsafe fn fail_with(report_fd: RawFd, stage: Stage, errno: i32) -> ! {
     let mut report = [0u8; 8];
     let (stage_bytes, errno_bytes) = report.split_at_mut(4);
@@ -676,7 +681,7 @@ unsafe fn fail_with(report_fd: RawFd, stage: Stage, errno: i32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testutil::{wait_for, TempDir};
+    use crate::sys::testutil::{skip_unless, wait_for, TempDir};
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::wait::WaitStatus;
     use std::os::fd::{AsFd, OwnedFd};
@@ -972,14 +977,17 @@ ls -l /proc/$$/fd"#;
 
     #[test]
     fn credentials_are_applied_in_the_child() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: changing credentials needs root");
+        if skip_unless(
+            nix::unistd::geteuid().is_root(),
+            "root (to change credentials)",
+        ) {
             return;
         }
-        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-            eprintln!("skipped: no user nobody");
+        let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+        if skip_unless(nobody.is_some(), "the user nobody") {
             return;
-        };
+        }
+        let Some(nobody) = nobody else { return };
         let dir = TempDir::new("spawn-creds");
         std::fs::set_permissions(
             dir.path(),
@@ -1018,8 +1026,10 @@ ls -l /proc/$$/fd"#;
 
     #[test]
     fn an_unprivileged_identity_change_fails_in_the_parent() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to drop to nobody first");
+        if skip_unless(
+            nix::unistd::geteuid().is_root(),
+            "root (to drop to nobody first)",
+        ) {
             return;
         }
         // As nobody, asking for root must fail with EPERM from setgroups.

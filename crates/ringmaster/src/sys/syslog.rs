@@ -1,9 +1,10 @@
 //! A small syslog client for the master: RFC 3164 lines over the /dev/log datagram socket,
-//! never blocking (a message that does not fit is dropped and counted), reconnecting when the
-//! log daemon restarts. The logging module adapts it to `tracing`.
+//! never blocking (a message that does not fit is dropped and counted, and the count is
+//! reported in the log once lines get through again), reconnecting when the log daemon restarts. The logging module adapts it to `tracing`.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -15,6 +16,9 @@ pub const DEV_LOG: &str = "/dev/log";
 const FACILITY_DAEMON: u8 = 3 << 3;
 /// Longest message body sent; longer ones are cut (at a character boundary).
 const MAX_MESSAGE: usize = 8000;
+/// Least time between two reports of dropped lines: under a sustained flood a report per
+/// line that gets through would add to the flood.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -49,6 +53,9 @@ pub struct Syslog {
     ident: String,
     line: Vec<u8>,
     dropped: u64,
+    /// `dropped` as last reported, and when.
+    reported: u64,
+    reported_at: Option<Instant>,
 }
 
 impl Syslog {
@@ -67,14 +74,39 @@ impl Syslog {
             ident: ident.to_owned(),
             line: Vec::with_capacity(512),
             dropped: 0,
+            reported: 0,
+            reported_at: None,
         })
     }
 
     /// Send one message, facility daemon, formatted
     /// `<PRI>Mmm dd hh:mm:ss ident[pid]: message` (as glibc's syslog writes to /dev/log).
     /// Never blocks: when the socket buffer is full the message is dropped (see
-    /// [`Syslog::dropped`]); when the daemon went away, reconnect once and retry.
+    /// [`Syslog::dropped`]); when the daemon went away, reconnect once and retry. After a line
+    /// gets through, lines dropped since the last report are reported (at most once a minute).
     pub fn send(&mut self, severity: Severity, message: &str) {
+        if self.send_one(severity, message) {
+            self.report_dropped();
+        }
+    }
+
+    fn report_dropped(&mut self) {
+        let lost = self.dropped - self.reported;
+        let due = self
+            .reported_at
+            .is_none_or(|at| at.elapsed() >= DROP_REPORT_INTERVAL);
+        if lost == 0 || !due {
+            return;
+        }
+        self.reported = self.dropped;
+        self.reported_at = Some(Instant::now());
+        let message = format!("{lost} log lines could not be sent to syslog");
+        // A report that is itself dropped is counted, and reported next time.
+        self.send_one(Severity::Warning, &message);
+    }
+
+    /// Whether the line was sent.
+    fn send_one(&mut self, severity: Severity, message: &str) -> bool {
         self.format(severity, message);
         for attempt in 0..2 {
             if self.socket.is_none() {
@@ -82,7 +114,7 @@ impl Syslog {
             }
             let Some(socket) = &self.socket else { break };
             match socket.send(&self.line) {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR)) && attempt == 0 => {}
                 Err(e)
                     if matches!(
@@ -96,6 +128,7 @@ impl Syslog {
             }
         }
         self.dropped += 1;
+        false
     }
 
     /// How many messages were dropped so far (full buffer, no daemon).
@@ -141,7 +174,6 @@ mod tests {
     use super::*;
     use crate::sys::testutil::TempDir;
     use std::os::unix::net::UnixDatagram;
-    use std::time::{Duration, Instant};
 
     fn receive(server: &UnixDatagram) -> String {
         server
@@ -187,6 +219,33 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(log.dropped() > 0);
+    }
+
+    #[test]
+    fn dropped_lines_are_reported_once_lines_get_through() {
+        let dir = TempDir::new("syslog-report");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let mut log = Syslog::connect_to(&path, "ringmaster").expect("connect");
+        let mut sent = 0u64;
+        while log.dropped() == 0 && sent < 100_000 {
+            log.send(Severity::Info, "filler");
+            sent += 1;
+        }
+        let lost = log.dropped();
+        assert!(lost > 0, "the socket never filled");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 9000];
+        while server.recv(&mut buf).is_ok() {}
+        server.set_nonblocking(false).expect("blocking");
+        log.send(Severity::Info, "back");
+        assert!(receive(&server).ends_with("back"));
+        let report = receive(&server);
+        assert!(
+            report.ends_with(&format!("{lost} log lines could not be sent to syslog")),
+            "{report}"
+        );
+        assert!(report.starts_with("<28>"), "{report}");
     }
 
     #[test]

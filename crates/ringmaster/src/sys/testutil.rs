@@ -1,5 +1,6 @@
-//! Helpers shared by the tests of `sys`: scratch directories, waiting for a child by pid, and
-//! running a closure in a forked single-threaded copy of the test process.
+//! Helpers shared by the tests of `sys`: scratch directories, waiting for a child by pid,
+//! running a closure in a forked single-threaded copy of the test process, and skipping a test
+//! whose requirement is missing (never in CI).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,6 +33,21 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Whether a test whose requirement `what` is missing must skip: true (with the reason printed)
+/// when `available` is false outside CI; with `CI=true` a missing requirement fails the test,
+/// since CI (root, IPv6 loopback, the usual users and groups) must run every test.
+pub fn skip_unless(available: bool, what: &str) -> bool {
+    if available {
+        return false;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "CI=true but {what} is not available"
+    );
+    eprintln!("SKIPPED: {what} is not available");
+    true
 }
 
 /// Wait (bounded) for one child to end; kill it if it overstays.
