@@ -56,6 +56,10 @@ struct Listener {
 
 struct PoolIo {
     listener: Rc<Listener>,
+    /// This pool's own descriptor of the listener, for epoll: two pools share one socket while
+    /// a reload hands it over, and epoll takes one registration per descriptor. Always
+    /// unwatched before it is closed (a closed duplicate would stay registered).
+    watch_fd: OwnedFd,
     status_read: OwnedFd,
     status_write: OwnedFd,
     pending: Vec<u8>,
@@ -200,19 +204,31 @@ impl Runtime {
             match signal {
                 Signal::SIGCHLD => self.reap(),
                 Signal::SIGHUP => {
-                    info!("SIGHUP: reload requested");
+                    self.note_signal(received, "reload requested");
                     self.feed(Input::ReloadRequested);
                 }
                 Signal::SIGTERM | Signal::SIGINT => {
-                    info!("{signal}: stopping");
+                    self.note_signal(received, "stopping");
                     self.feed(Input::Stop { graceful: false });
                 }
                 Signal::SIGQUIT => {
-                    info!("SIGQUIT: stopping gracefully");
+                    self.note_signal(received, "stopping gracefully");
                     self.feed(Input::Stop { graceful: true });
                 }
                 _ => self.ignore_signal(received),
             }
+        }
+    }
+
+    /// Says that a signal the master acts on arrived; a storm of them is counted, not logged
+    /// line by line.
+    fn note_signal(&mut self, received: sys::signals::Received, what: &str) {
+        let source = LogSource::Signal(received.number);
+        if let Verdict::Log { suppressed } = self.log_limit.check(&source, Instant::now()) {
+            if suppressed > 0 {
+                self.report(source, suppressed);
+            }
+            info!("{}: {what}", received.name());
         }
     }
 
@@ -459,15 +475,6 @@ impl Runtime {
                 candidates.push(io.listener.clone());
             }
         }
-        let live: Vec<Rc<Listener>> = {
-            let mut all: Vec<Rc<Listener>> = Vec::new();
-            for io in self.pools.values() {
-                if !all.iter().any(|l| Rc::ptr_eq(l, &io.listener)) {
-                    all.push(io.listener.clone());
-                }
-            }
-            all
-        };
         let planned = sys::net::bind_listeners_reusing(
             &listen,
             proto,
@@ -478,10 +485,11 @@ impl Runtime {
                     .position(|l| l.identity.as_ref() == Some(identity))
             },
             |identity| {
-                // A wildcard and a specific address of one port side by side (a reload
-                // widening or narrowing `listen=`): both need SO_REUSEPORT.
+                // A wildcard and a specific address of one port side by side while a reload
+                // widens or narrows `listen=`: both need SO_REUSEPORT. Only against sockets
+                // this reload retires: any other overlap is a clash, refused as in Cyrus.
                 let mut overlapping = false;
-                for l in &live {
+                for l in &candidates {
                     if l.identity
                         .as_ref()
                         .is_some_and(|other| sys::net::overlaps(identity, other))
@@ -579,11 +587,20 @@ impl Runtime {
                 error!("{name}: cannot watch the status pipe: {err}");
                 continue;
             }
+            let watch_fd = match listener.fd.try_clone() {
+                Ok(fd) => fd,
+                Err(err) => {
+                    error!("{name}: cannot duplicate the listener: {err}");
+                    let _ = self.poller.delete(status_read.as_fd());
+                    continue;
+                }
+            };
             families.push(pool.family);
             self.pools.insert(
                 pool,
                 PoolIo {
                     listener,
+                    watch_fd,
                     status_read,
                     status_write,
                     pending: Vec::new(),
@@ -610,9 +627,9 @@ impl Runtime {
         }
         let result = if on {
             self.poller
-                .add(io.listener.fd.as_fd(), pool_token(KIND_LISTENER, pool))
+                .add(io.watch_fd.as_fd(), pool_token(KIND_LISTENER, pool))
         } else {
-            self.poller.delete(io.listener.fd.as_fd())
+            self.poller.delete(io.watch_fd.as_fd())
         };
         match result {
             Ok(()) => io.watched = on,

@@ -276,3 +276,52 @@ fn a_busy_old_worker_is_not_told_to_exit_before_its_replacement_is_ready() {
     assert!(banner.contains("step_new"), "{banner}");
     m.stop();
 }
+
+#[test]
+fn on_demand_services_changed_together_go_on_forking() {
+    // prefork=0: the listener is watched; two entries changed in one reload share their old
+    // sockets with the new ones for a moment, and each new one must keep its own watch.
+    let dir = TestDir::new("ondemand2");
+    let (p1, p2) = (free_port(), free_port());
+    let conf = |proto: &str, tag: &str| {
+        format!(
+            "SERVICES {{\n  one cmd=\"{WORKER} --banner step_{tag}1\" listen=\"127.0.0.1:{p1}\" prefork=0 {proto}\n  two cmd=\"{WORKER} --banner step_{tag}2\" listen=\"127.0.0.1:{p2}\" prefork=0 {proto}\n}}\n"
+        )
+    };
+    let mut m = Start::new(&dir, &conf("", "a")).start();
+    m.rewrite_conf(&conf("proto=tcp4", "b"));
+    m.signal(Signal::SIGHUP);
+    for (port, tag) in [(p1, "step_b1"), (p2, "step_b2")] {
+        let mut banner = String::new();
+        assert!(
+            wait_until(WAIT, || {
+                banner = TcpStream::connect(("127.0.0.1", port))
+                    .map(|s| {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        read_line(&s)
+                    })
+                    .unwrap_or_default();
+                banner.contains(tag)
+            }),
+            "{tag}: last banner {banner:?}\n{}",
+            m.log_text()
+        );
+    }
+    assert!(!m.log_text().contains("cannot change the watch"), "{}", m.log_text());
+    m.stop();
+}
+
+#[test]
+fn overlapping_entries_at_start_up_clash_as_in_cyrus() {
+    let dir = TestDir::new("overlap");
+    let port = free_port();
+    let conf = format!(
+        "SERVICES {{\n  wide cmd=\"{WORKER} --banner step_wide\" listen=\"{port}\" proto=tcp4 prefork=1\n  narrow cmd=\"{WORKER} --banner step_narrow\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\n"
+    );
+    let mut m = Start::new(&dir, &conf).spawn();
+    assert!(m.wait_log("ready for work"), "{}", m.log_text());
+    assert!(m.log_text().contains("Address already in use"), "{}", m.log_text());
+    let (_s, banner) = connect(port);
+    assert!(banner.contains("step_wide"), "{banner}");
+    m.stop();
+}

@@ -181,7 +181,7 @@ impl Supervisor {
 
     /// Start-up is complete once every service's first bind has an outcome: say so, naming
     /// what is down. The ready file waits until every service that should listen does.
-    fn check_started(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn check_started(&mut self, out: &mut Vec<Action>) {
         if self.phase != Phase::Running || self.faults.all_listening_sent {
             return;
         }

@@ -385,7 +385,9 @@ impl Supervisor {
             _ => {}
         }
         for w in self.workers.values() {
-            consider(w.held_until);
+            if w.term_at.is_none() && w.hup_at.is_none() {
+                consider(w.held_until);
+            }
             if let Some(term) = w.term_at {
                 if !w.killed {
                     consider(Some(term + self.settings.stop_timeout));
@@ -411,7 +413,10 @@ impl Supervisor {
         }
         if !matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
             for d in &self.daemons {
-                consider(d.restart_at);
+                // Daemons are restarted only while running (`on_timers`).
+                if self.phase == Phase::Running {
+                    consider(d.restart_at);
+                }
                 if let Some(term) = d.term_at {
                     consider(Some(term + self.settings.stop_timeout));
                 }
@@ -573,7 +578,12 @@ impl Supervisor {
     }
 
     fn on_bound(&mut self, key: ServiceKey, families: Vec<u8>, out: &mut Vec<Action>) {
-        let Some(service) = self.services.get_mut(&key) else {
+        let Some(service) = self.services.get_mut(&key).filter(|s| !s.retiring) else {
+            // A bind retry that a reload overtook: the service is gone, its sockets must go.
+            out.push(Action::Release {
+                service: key,
+                refuse: true,
+            });
             return;
         };
         let first = !service.bound;
@@ -1117,10 +1127,11 @@ impl Supervisor {
             let Some(name) = self.services.get(&key).map(|s| s.spec.name.clone()) else {
                 continue;
             };
-            let predecessor = releases
-                .iter()
-                .copied()
-                .find(|k| self.services.get(k).is_some_and(|s| s.spec.name == name));
+            let predecessor = releases.iter().copied().find(|k| {
+                self.services
+                    .get(k)
+                    .is_some_and(|s| s.spec.name == name && s.down.is_none())
+            });
             if let Some(old) = predecessor {
                 releases.retain(|k| *k != old);
                 not_recycled.push(old);
@@ -1292,6 +1303,8 @@ impl Supervisor {
             }
         }
         self.config = new;
+        // The reload may have retired or replaced the services that held the ready file back.
+        self.check_started(out);
     }
 
     /// Retires one old worker kept for `pool`, now that a new one is ready: an idle one if
@@ -1300,7 +1313,11 @@ impl Supervisor {
         let held = self
             .workers
             .iter()
-            .filter(|(_, w)| w.pool == pool && w.held_until.is_some() && w.hup_at.is_none())
+            .filter(|(_, w)| {
+                // Not one whose hold already ends now: several replacements in one batch of
+                // notes each retire their own.
+                w.pool == pool && w.hup_at.is_none() && w.held_until.is_some_and(|t| t > now.mono)
+            })
             .map(|(pid, w)| (w.state != WorkerState::Ready, *pid))
             .min()
             .map(|(_, pid)| pid);
@@ -1378,6 +1395,7 @@ impl Supervisor {
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
             if let Some(w) = self.workers.get_mut(&pid) {
+                w.held_until = None;
                 if w.term_at.is_none() {
                     w.term_at = Some(now.mono);
                     out.push(Action::Signal {

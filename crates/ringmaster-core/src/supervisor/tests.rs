@@ -1143,3 +1143,173 @@ fn a_live_workers_stray_descendant_is_no_leftover() {
     assert_eq!(h.workers_of("lmtp"), vec![w]);
     assert!(h.group_signals.is_empty() && h.signals.is_empty());
 }
+
+#[test]
+fn a_bind_retry_overtaken_by_a_reload_releases_what_it_bound() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.failing_binds.insert("pop3".into());
+    h.feed(Input::Boot);
+    assert_eq!(h.binds, vec!["imap".to_string(), "pop3".to_string()]);
+    h.failing_binds.clear();
+    // The operator replaces pop3 by pop3s elsewhere; SIGHUP handled just as the retry is due.
+    h.pending_config = Some(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3s", 995, 1, None),
+    ]));
+    h.now.mono += Duration::from_secs(1);
+    h.feed(Input::ReloadRequested);
+    // The retry may have run before the reload retired pop3; whatever it bound was released.
+    let pop3_binds = h.binds.iter().filter(|n| *n == "pop3").count();
+    if pop3_binds > 1 {
+        let keys: Vec<ServiceKey> = h.released.clone();
+        assert!(
+            keys.len() >= 2,
+            "a retired service was bound and never released: {:?} {:?}",
+            h.binds,
+            h.released
+        );
+    }
+    assert!(h
+        .sup
+        .services
+        .values()
+        .all(|s| s.spec.name != "pop3" || s.retiring));
+}
+
+#[test]
+fn a_held_worker_at_sigterm_leaves_no_deadline_in_the_past() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let old = h.workers_of("imap")[0];
+    h.note(old, Message::Available);
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    h.feed(Input::ReloadRequested);
+    assert!(h.signals_to(old).is_empty());
+    h.feed(Input::Stop { graceful: false });
+    h.advance(Duration::from_secs(3));
+    let d = h.sup.next_deadline();
+    assert!(
+        d.is_some_and(|d| d > h.now.mono),
+        "deadline in the past: busy loop"
+    );
+}
+
+#[test]
+fn fixing_a_down_service_by_reload_writes_the_ready_file() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.failing_binds.insert("pop3".into());
+    h.feed(Input::Boot);
+    assert!(h.started && !h.ready);
+    // The operator moves pop3 to a free port.
+    h.failing_binds.clear();
+    h.pending_config = Some(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 1110, 1, None),
+    ]));
+    h.advance(Duration::from_millis(100));
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.workers_of("pop3").len(), 1, "new pop3 serves");
+    h.advance(Duration::from_secs(120));
+    assert!(h.ready, "every service listens, yet no ready file");
+}
+
+#[test]
+fn removing_a_down_service_by_reload_writes_the_ready_file() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.failing_binds.insert("pop3".into());
+    h.feed(Input::Boot);
+    assert!(h.started && !h.ready);
+    h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
+    h.advance(Duration::from_millis(100));
+    h.feed(Input::ReloadRequested);
+    h.advance(Duration::from_secs(120));
+    assert!(h.ready, "every service listens, yet no ready file");
+}
+
+#[test]
+fn a_down_service_moved_to_a_busy_port_retries_the_new_port() {
+    let mut h = Harness::new(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 110, 1, None),
+    ]));
+    h.failing_binds.insert("pop3".into());
+    h.feed(Input::Boot);
+    h.pending_config = Some(config(vec![
+        service("imap", 143, 1, None),
+        service("pop3", 1110, 1, None),
+    ]));
+    h.advance(Duration::from_millis(100));
+    h.feed(Input::ReloadRequested);
+    let listens: Vec<String> = h
+        .sup
+        .services
+        .values()
+        .filter(|s| s.spec.name == "pop3" && !s.retiring)
+        .map(|s| s.spec.listen.to_string())
+        .collect();
+    assert_eq!(
+        listens,
+        vec!["127.0.0.1:1110".to_string()],
+        "the configured address is the one retried"
+    );
+}
+
+#[test]
+fn two_announcements_in_one_batch_retire_two_held_workers() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
+    let old = h.workers_of("imap");
+    for &w in &old {
+        h.note(w, Message::Available);
+    }
+    h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
+    h.feed(Input::ReloadRequested);
+    assert!(old.iter().all(|p| h.signals_to(*p).is_empty()));
+    let new: Vec<Pid> = h
+        .workers_of("imap")
+        .into_iter()
+        .filter(|p| !old.contains(p))
+        .collect();
+    assert_eq!(new.len(), 2);
+    let pool = h.pool_of(new[0]);
+    h.feed(Input::Notes {
+        pool,
+        notes: vec![
+            RawNote::new(Message::Available, new[0]),
+            RawNote::new(Message::Available, new[1]),
+        ],
+    });
+    assert!(old.iter().all(|p| h.signals_to(*p) == vec![Sig::Hup]));
+}
+
+#[test]
+fn a_daemon_death_while_waiting_for_a_wait_daemon_leaves_no_deadline_in_the_past() {
+    let mut c = config(vec![]);
+    for (name, wait) in [("idled", true), ("notifier", false)] {
+        c.daemons.push(DaemonEntry {
+            name: name.into(),
+            cmd: cmd(name),
+            wait,
+            run_as: RunAs::default(),
+            location: Location::default(),
+        });
+    }
+    let mut h = Harness::booted(c);
+    let notifier = h
+        .spawned
+        .iter()
+        .find(|(_, r)| r.name == "notifier")
+        .map(|(p, _)| *p)
+        .unwrap();
+    h.exit(notifier, ExitStatus::Code(1));
+    h.advance(Duration::from_secs(3));
+    let d = h.sup.next_deadline();
+    assert!(d.is_none_or(|d| d > h.now.mono));
+}
