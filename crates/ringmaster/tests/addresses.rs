@@ -40,7 +40,7 @@ impl Load {
                     let mut rounds = 0u32;
                     while !stop.load(Ordering::Relaxed) && rounds < 500_000 {
                         rounds += 1;
-                        let outcome = TcpStream::connect(("127.0.0.1", port))
+                        let outcome = connect_from_spread(port, u64::from(rounds))
                             .map_err(|e| e.to_string())
                             .and_then(|s| {
                                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -307,7 +307,11 @@ fn on_demand_services_changed_together_go_on_forking() {
             m.log_text()
         );
     }
-    assert!(!m.log_text().contains("cannot change the watch"), "{}", m.log_text());
+    assert!(
+        !m.log_text().contains("cannot change the watch"),
+        "{}",
+        m.log_text()
+    );
     m.stop();
 }
 
@@ -320,7 +324,11 @@ fn overlapping_entries_at_start_up_clash_as_in_cyrus() {
     );
     let mut m = Start::new(&dir, &conf).spawn();
     assert!(m.wait_log("ready for work"), "{}", m.log_text());
-    assert!(m.log_text().contains("Address already in use"), "{}", m.log_text());
+    assert!(
+        m.log_text().contains("Address already in use"),
+        "{}",
+        m.log_text()
+    );
     let (_s, banner) = connect(port);
     assert!(banner.contains("step_wide"), "{banner}");
     m.stop();

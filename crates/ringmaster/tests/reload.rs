@@ -169,7 +169,7 @@ fn client_load(
         let mut rounds = 0u32;
         while !stop.load(Ordering::Relaxed) && rounds < 200_000 {
             rounds += 1;
-            let good = match TcpStream::connect(("127.0.0.1", port)) {
+            let good = match connect_from_spread(port, u64::from(rounds)) {
                 Ok(s) => {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                     read_line(&s).starts_with("* OK")

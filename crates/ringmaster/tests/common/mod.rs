@@ -462,3 +462,15 @@ pub fn argv0_of(pid: i32) -> Option<String> {
     let first = cmdline.split(|&b| b == 0).next()?;
     Some(String::from_utf8_lossy(first).into_owned())
 }
+
+/// Connects to 127.0.0.1:`port` from 127.0.0.`2 + n % 250`: loops that open connections by
+/// the tens of thousands would otherwise run one source address out of ephemeral ports
+/// (each closed connection holds one in TIME_WAIT for a minute), and connect would fail
+/// for a reason that has nothing to do with the master.
+pub fn connect_from_spread(port: u16, n: u64) -> std::io::Result<TcpStream> {
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)).into(), WAIT)?;
+    Ok(socket.into())
+}
