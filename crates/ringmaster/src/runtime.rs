@@ -3,7 +3,7 @@
 //! Deliberately thin: every decision is the supervisor's. This file owns the descriptors
 //! (signalfd, epoll, listeners, status pipes, daemon ready pipes) and the spawn plumbing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
@@ -87,6 +87,9 @@ pub struct Runtime {
     on_ready: Box<dyn FnMut(bool)>,
     /// Log lines that signals and workers' bytes can provoke, bounded per source.
     log_limit: RateLimiter<LogSource>,
+    /// Groups of the master's children, read once per batch of actions and only when one
+    /// signals a group.
+    child_groups: Option<HashSet<nix::unistd::Pid>>,
 }
 
 /// Where a rate-limited log line comes from.
@@ -118,6 +121,7 @@ impl Runtime {
             exit_code: None,
             on_ready,
             log_limit: RateLimiter::default(),
+            child_groups: None,
         })
     }
 
@@ -174,6 +178,7 @@ impl Runtime {
 
     fn feed(&mut self, input: Input) {
         let actions = self.sup.handle(input, Self::now());
+        self.child_groups = None;
         for action in actions {
             self.carry_out(action);
         }
@@ -395,8 +400,17 @@ impl Runtime {
             }
             Action::SignalGroup { pgid, signal } => {
                 let signal = sig_of(signal);
+                let raw = pgid;
                 let pgid = nix::unistd::Pid::from_raw(pgid);
-                if let Err(err) = sys::process::signal_group(pgid, signal) {
+                // After a pid wrap the number may be an unrelated group: signal it only while
+                // one of our children (which pins the number) is in it.
+                let groups = self
+                    .child_groups
+                    .get_or_insert_with(sys::process::groups_of_children);
+                if !groups.contains(&pgid) {
+                    debug!("process group {pgid} holds none of our children: not signalled");
+                    self.feed(Input::GroupGone { pgid: raw });
+                } else if let Err(err) = sys::process::signal_group(pgid, signal) {
                     warn!("cannot send {signal} to process group {pgid}: {err}");
                 }
             }

@@ -225,6 +225,136 @@ fn a_process_that_escapes_its_group_is_killed_when_the_master_stops() {
     m.stop();
 }
 
+/// Forks `sleep` as the leader of its own group with pid `want`, steering the kernel's next
+/// pid through ns_last_pid (root only); other forks on the machine may win the number, so
+/// this tries for a while. None when it never got it.
+fn spawn_with_pid(want: i32) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string()).ok()?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("124")
+            .process_group(0)
+            .spawn()
+            .ok()?;
+        if child.id() as i32 == want {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// Processes whose pid, process group or session is `number` (for a failure message).
+fn holders_of(number: i32) -> Vec<String> {
+    all_pids()
+        .into_iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let fields: Vec<i32> = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .skip(2)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            (p == number || fields.contains(&number)).then(|| format!("{p}: {stat}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_left_behind_that_empties_unseen_is_not_signalled_by_its_old_number() {
+    if skip_unless(
+        is_root() && std::path::Path::new("/proc/sys/kernel/ns_last_pid").exists(),
+        "root and ns_last_pid (to give a stale group's number to another process)",
+    ) {
+        return;
+    }
+    let dir = TestDir::new("stalegroup");
+    let port = free_port();
+    let starts = dir.path("starts");
+    let once = dir.path("once");
+    let group = dir.path("group");
+    let left = dir.path("left");
+    let go = dir.path("go");
+    // First run (mkdir: only one, however fast workers come): note the worker's pid (its
+    // group's number), leave a process in its group that, once told, leaves the group
+    // (setsid), and exit. Later runs stay idle.
+    let leave = format!(
+        "mkdir {once} 2>/dev/null || exec sleep 120 3>&- 4>&-\necho $$ > {group}\n\
+         sh -c 'echo $$ > {left}; while [ ! -e {go} ]; do sleep 0.05; done; exec setsid sleep 122' 3>&- 4>&- &",
+        once = once.display(),
+        group = group.display(),
+        left = left.display(),
+        go = go.display(),
+    );
+    let cmd = leaver_script(&dir, &starts, &leave);
+    // Workers say they serve before they idle, so without a cap the master would fork on
+    // and on, and might itself take the number this test means to give away.
+    let conf = service_conf("stale", &cmd, port, "prefork=1 maxchild=2");
+    let mut m = Start::new(&dir, &conf).start();
+    let read_pid = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    assert!(
+        m.wait_log("left processes behind"),
+        "the worker left nothing behind:\n{}",
+        m.log_text()
+    );
+    // The leftover writes its pid on its own time, maybe after the worker is gone.
+    wait_until(WAIT, || {
+        read_pid(&group).is_some() && read_pid(&left).is_some()
+    });
+    let (Some(group), Some(left)) = (read_pid(&group), read_pid(&left)) else {
+        panic!("pids not written:\n{}", m.log_text());
+    };
+    let pid = nix::unistd::Pid::from_raw;
+    std::fs::write(&go, "").expect("write go");
+    assert!(
+        wait_until(WAIT, || nix::unistd::getsid(Some(pid(left))).ok()
+            == Some(pid(left))
+            && fs_cmdline(left).contains("122")),
+        "the leftover never left its group:\n{}",
+        m.log_text()
+    );
+    // Group `group` is empty now, unseen by the master; its number goes to a process that is
+    // none of the master's.
+    let Some(mut victim) = spawn_with_pid(group) else {
+        panic!(
+            "could not get pid {group} for a new group; held by {:?}\n{}",
+            holders_of(group),
+            m.log_text()
+        );
+    };
+    m.signal(Signal::SIGTERM);
+    let status = m.wait_exit(WAIT).map(|s| s.code());
+    let alive = matches!(victim.try_wait(), Ok(None));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert_eq!(status, Some(Some(0)), "{}", m.log_text());
+    assert!(
+        alive,
+        "the master signalled group {group} by its old number:\n{}",
+        m.log_text()
+    );
+    assert!(
+        m.log_text()
+            .contains(&format!("process group {group} holds none of our children")),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        wait_until(WAIT, || gone(left)),
+        "{left} outlived the master:\n{}",
+        m.log_text()
+    );
+    m.stop();
+}
+
 fn fs_cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))

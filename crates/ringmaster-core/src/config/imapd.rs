@@ -82,37 +82,36 @@ impl Reader<'_> {
     fn text(&mut self, file: &str, text: &str) {
         self.stack.push(file.to_string());
         let mut logical = String::new();
-        let mut first_line: u32 = 0;
-        let mut shown = String::new();
+        let mut parts: Vec<Part> = Vec::new();
         let mut number: u32 = 0;
         for raw in text.split('\n') {
             number = number.saturating_add(1);
             let raw = raw.strip_suffix('\r').unwrap_or(raw);
-            if logical.is_empty() {
-                first_line = number;
-                shown = raw.to_string();
-            }
+            parts.push(Part {
+                number,
+                start: logical.chars().count(),
+                text: raw.to_string(),
+            });
             if let Some(cont) = raw.strip_suffix('\\') {
                 logical.push_str(cont);
                 continue;
             }
             logical.push_str(raw);
             let line = std::mem::take(&mut logical);
-            self.line(file, first_line, &line, &shown);
+            self.line(file, &std::mem::take(&mut parts), &line);
         }
         if !logical.is_empty() {
             let line = std::mem::take(&mut logical);
-            self.line(file, first_line, &line, &shown);
+            self.line(file, &parts, &line);
         }
         self.stack.pop();
     }
 
-    fn line(&mut self, file: &str, number: u32, line: &str, shown: &str) {
-        let at = |index: usize| Location {
-            file: file.to_string(),
-            line: number,
-            col: u32::try_from(index + 1).unwrap_or(u32::MAX),
-        };
+    /// Reads one logical line, made of the physical `parts` (more than one when lines end
+    /// in `\\`).
+    fn line(&mut self, file: &str, parts: &[Part], line: &str) {
+        let at = |index: usize| locate(file, parts, index).0;
+        let shown_at = |index: usize| locate(file, parts, index).1;
         let chars: Vec<char> = line.chars().collect();
         let Some(start) = chars.iter().position(|c| !c.is_ascii_whitespace()) else {
             return;
@@ -137,7 +136,7 @@ impl Reader<'_> {
                 }
                 _ => "invalid option name: expected `key: value`".to_string(),
             };
-            self.diags.push(Diagnostic::error(at(i), msg, shown));
+            self.diags.push(Diagnostic::error(at(i), msg, shown_at(i)));
             return;
         }
         let key: String = chars[start..i]
@@ -148,7 +147,7 @@ impl Reader<'_> {
             self.diags.push(Diagnostic::error(
                 at(start),
                 "missing option name before `:`",
-                shown,
+                shown_at(start),
             ));
             return;
         }
@@ -160,7 +159,7 @@ impl Reader<'_> {
             self.diags.push(Diagnostic::error(
                 at(i),
                 format!("empty value for option `{key}`"),
-                shown,
+                shown_at(i),
             ));
             return;
         }
@@ -169,7 +168,7 @@ impl Reader<'_> {
                 self.diags.push(Diagnostic::error(
                     at(start),
                     format!("unknown directive `{key}` (only `@include` exists)"),
-                    shown,
+                    shown_at(start),
                 ));
                 return;
             }
@@ -177,7 +176,7 @@ impl Reader<'_> {
                 self.diags.push(Diagnostic::error(
                     at(start),
                     format!("`{value}` is included twice"),
-                    shown,
+                    shown_at(start),
                 ));
                 return;
             }
@@ -186,19 +185,57 @@ impl Reader<'_> {
                 Err(e) => self.diags.push(Diagnostic::error(
                     at(start),
                     format!("cannot read included `{value}`: {e}"),
-                    shown,
+                    shown_at(start),
                 )),
             }
             return;
         }
         if let Some(first) = self.seen.get(&key) {
             let msg = format!("option `{key}` given twice (first at {first})");
-            self.diags.push(Diagnostic::error(at(start), msg, shown));
+            self.diags
+                .push(Diagnostic::error(at(start), msg, shown_at(start)));
             return;
         }
         self.seen.insert(key.clone(), at(start));
         self.conf.options.insert(key, value);
     }
+}
+
+/// One physical line of a logical (continued) line.
+struct Part {
+    number: u32,
+    /// Character index in the logical line where this physical line's text starts.
+    start: usize,
+    /// The physical line as written, for display.
+    text: String,
+}
+
+/// The location and displayed text of character `index` of a logical line: inside the
+/// physical line holding it, so a column never runs past the line it names. An index past
+/// the end points just after the last line's text.
+fn locate<'p>(file: &str, parts: &'p [Part], index: usize) -> (Location, &'p str) {
+    let part = parts
+        .iter()
+        .rev()
+        .find(|p| p.start <= index)
+        .or_else(|| parts.first());
+    let (number, col, text) = match part {
+        Some(p) => {
+            let len = p.text.chars().count();
+            (
+                p.number,
+                index.saturating_sub(p.start).min(len),
+                p.text.as_str(),
+            )
+        }
+        None => (0, index, ""),
+    };
+    let location = Location {
+        file: file.to_string(),
+        line: number,
+        col: u32::try_from(col.saturating_add(1)).unwrap_or(u32::MAX),
+    };
+    (location, text)
 }
 
 /// Parses imapd.conf text, reading `@include`d files with `read` (given the path as
@@ -289,6 +326,27 @@ mod tests {
                 (7, 1, "missing option name before `:`"),
             ]
         );
+    }
+
+    #[test]
+    fn continued_lines_point_into_the_physical_line() {
+        // Found by proptest: the column was counted along the joined line and ran past the
+        // end of the line it named.
+        let (_, diags) = parse_imapd_conf("f", "a\\\nSERVICES {");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!((diags[0].location.line, diags[0].location.col), (2, 9));
+        assert_eq!(diags[0].source_line, "SERVICES {");
+
+        let (_, diags) = parse_imapd_conf("f", "x: 1\nkey \\\n  more \\\n\nbad key: y\n");
+        let got: Vec<(u32, u32, &str)> = diags
+            .iter()
+            .map(|d| (d.location.line, d.location.col, d.source_line.as_str()))
+            .collect();
+        assert_eq!(got, vec![(2, 4, "key \\"), (5, 4, "bad key: y")]);
+
+        // An unfinished continuation at the end of the text.
+        let (_, diags) = parse_imapd_conf("f", "ab\\");
+        assert_eq!((diags[0].location.line, diags[0].location.col), (1, 3));
     }
 
     #[test]

@@ -379,6 +379,19 @@ fn check_locations(text: &str, diags: &[Diagnostic]) {
     }
 }
 
+/// Found by `never_panics_on_config_like_text`: an imapd.conf line continued with `\\` got
+/// its error column counted along the joined line, past the end of the line it named.
+#[test]
+fn continued_imapd_line_diagnostic_stays_in_its_line() {
+    let text = "a\\\nSERVICES {";
+    let (config, d) = parse_cyrus_conf("f", text, &env());
+    check_locations(text, &d);
+    assert_eq!(config.is_some(), !d.iter().any(Diagnostic::is_error));
+    let (_, d) = imapd::parse_imapd_conf("f", text);
+    assert!(!d.is_empty());
+    check_locations(text, &d);
+}
+
 fn conf_alphabet() -> impl Strategy<Value = String> {
     proptest::collection::vec(
         prop_oneof![

@@ -6,8 +6,11 @@
 //! `cmd &`); they come back to the master, its subreaper, when they die. Each such group is
 //! remembered under the worker's service. A service that leaves more groups than its bound has
 //! its oldest ones SIGKILLed, so one service cannot fill the process table. A group is
-//! forgotten when a reap shows it empty. Processes that left their group (setsid) cannot be
-//! traced to a service: they are reaped and logged as unknown.
+//! forgotten when a reap shows it empty, when a new child gets its number (so it was empty),
+//! or when the runtime, about to signal it, finds none of the master's children in it (its
+//! last members left it or were reaped unseen; the number may be someone else's by then).
+//! Processes that left their group (setsid) cannot be traced to a service: they are reaped
+//! and logged as unknown.
 //!
 //! Cost per event is constant (amortized): entries of forgotten groups are skipped when met
 //! and compacted away when they pile up; nothing scans every group except the stop.
@@ -210,7 +213,8 @@ impl Leftovers {
         }
     }
 
-    /// A reap showed group `pgid` empty: forget it.
+    /// Group `pgid` is over (a reap showed it empty, a new child got its number, or none of
+    /// our children is in it any more): forget it.
     pub(super) fn group_gone(&mut self, pgid: Pid) {
         self.forget(pgid);
     }

@@ -450,7 +450,13 @@ impl Supervisor {
                 pgid,
                 group_alive,
             } => self.on_exit(pid, status, (pgid, group_alive), now, &mut out),
-            Input::Spawned { role, pid } => self.on_spawned(role, pid, now),
+            Input::Spawned { role, pid } => {
+                // A new process got this number, so no group held it: a group left behind
+                // under it is over, whether or not a reap showed it.
+                self.leftovers.group_gone(pid);
+                self.on_spawned(role, pid, now);
+            }
+            Input::GroupGone { pgid } => self.leftovers.group_gone(pgid),
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
             Input::Bound { service, families } => {
                 self.on_bound(service, families, &mut out);

@@ -1130,6 +1130,48 @@ fn groups_left_behind_are_bounded_per_service_and_killed_at_stop() {
 }
 
 #[test]
+fn a_group_found_without_our_children_is_forgotten_and_never_signalled_again() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let mut leavers = Vec::new();
+    for _ in 0..3 {
+        let w = h.workers_of("imap")[0];
+        h.note(w, Message::Connection);
+        exit_leaving_group(&mut h, w);
+        leavers.push(w);
+    }
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 3);
+    // Its last member left it (setsid) unseen: the runtime found no child of ours in it.
+    h.feed(Input::GroupGone { pgid: leavers[1] });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 2);
+    // Said twice, or of a group never known: nothing happens.
+    h.feed(Input::GroupGone { pgid: leavers[1] });
+    h.feed(Input::GroupGone { pgid: 99_999 });
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 2);
+    h.feed(Input::Stop { graceful: false });
+    let signalled: BTreeSet<Pid> = h.group_signals.iter().map(|(p, _)| *p).collect();
+    assert_eq!(signalled, BTreeSet::from([leavers[0], leavers[2]]));
+}
+
+#[test]
+fn a_group_number_given_to_a_new_process_ends_the_old_group() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let w = h.workers_of("imap")[0];
+    h.note(w, Message::Connection);
+    exit_leaving_group(&mut h, w);
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    // The group emptied unseen and the pid wrapped: the next worker gets its number, which
+    // the kernel hands out only when no group holds it.
+    h.next_pid = w;
+    let current = h.workers_of("imap")[0];
+    h.note(current, Message::Connection);
+    h.exit(current, ExitStatus::Code(0));
+    assert_eq!(h.spawned.last().map(|(p, _)| *p), Some(w));
+    assert_eq!(h.sup.leftovers.live_groups("imap"), 0);
+    h.feed(Input::Stop { graceful: false });
+    assert!(h.group_signals.is_empty(), "{:?}", h.group_signals);
+}
+
+#[test]
 fn a_live_workers_stray_descendant_is_no_leftover() {
     let mut h = Harness::booted(config(vec![service("lmtp", 24, 1, None)]));
     let w = h.workers_of("lmtp")[0];

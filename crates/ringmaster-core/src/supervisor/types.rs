@@ -117,6 +117,10 @@ pub enum Input {
     },
     /// A spawn request became a process.
     Spawned { role: Role, pid: Pid },
+    /// A group left behind was found to hold none of the master's children any more (its
+    /// last members left it or were reaped unseen): the runtime did not signal it, and it is
+    /// to be forgotten before its number is reused.
+    GroupGone { pgid: Pid },
     /// A spawn request failed (fork or exec); the error is for the log.
     SpawnFailed { role: Role, error: String },
     /// A service's listeners were bound: one pool per family index listed.
@@ -161,7 +165,9 @@ pub enum Action {
         pid: Pid,
         signal: Sig,
     },
-    /// Signal every process of a group a worker left behind (never the master's own).
+    /// Signal every process of a group a worker left behind (never the master's own). The
+    /// runtime first checks that a child of the master is still in the group (else the number
+    /// may have been reused) and answers [`Input::GroupGone`] when none is.
     SignalGroup {
         pgid: Pid,
         signal: Sig,

@@ -2,6 +2,7 @@
 //! whether that group lives on), sending signals to them and their groups, and the
 //! child-subreaper role that brings escaped grandchildren back to the master.
 
+use std::collections::HashSet;
 use std::io;
 
 use nix::errno::Errno;
@@ -122,6 +123,17 @@ pub fn live_children() -> Vec<Pid> {
         .collect()
 }
 
+/// The process groups of the master's live children (zombies included: until reaped, a child
+/// keeps its group's number from being reused). Every process a worker leaves behind comes
+/// back to the master, its subreaper, so a group left behind that is in none of these holds
+/// nothing the master is responsible for, and its number may belong to someone else now.
+pub fn groups_of_children() -> HashSet<Pid> {
+    live_children()
+        .into_iter()
+        .filter_map(|pid| nix::unistd::getpgid(Some(pid)).ok())
+        .collect()
+}
+
 /// Send `signal` to `pid`. Ok(true) when sent, Ok(false) when no such process exists any
 /// more (ESRCH: it exited and may already be reaped; not worth failing on). A pid of 0 means
 /// the master's own process group (as Cyrus's shutdown `kill(0, SIGTERM)`).
@@ -164,7 +176,12 @@ pub fn set_master_nice(nice: i32) -> io::Result<Option<i32>> {
 mod tests {
     use super::*;
     use crate::sys::testutil::in_forked_child;
+    use std::sync::atomic::{AtomicI32, Ordering};
     use std::time::{Duration, Instant};
+
+    /// The read end of a pipe for a forked test process (set before the fork: `child` takes
+    /// a plain fn, which captures nothing).
+    static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
 
     /// Fork a child that ends as `how` says; only in a forked test copy.
     fn child(how: fn() -> !) -> Option<Pid> {
@@ -261,6 +278,66 @@ mod tests {
             let back =
                 second.is_some_and(|r| r.pid != leaver && r.pgid == Some(leaver) && !r.group_alive);
             left && killed && back && !group_alive(leaver)
+        });
+        assert!(ok);
+    }
+
+    #[test]
+    fn a_group_whose_last_member_leaves_is_no_group_of_our_children() {
+        let ok = in_forked_child(Duration::from_secs(10), || {
+            if become_child_subreaper().is_err() {
+                return false;
+            }
+            let mut fds = [0; 2];
+            // SAFETY: pipe writes two descriptors into the array it is given.
+            if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+                return false;
+            }
+            // The child makes its own group and leaves a grandchild in it, which, once told
+            // (a byte on the pipe), leaves the group (setsid) and waits to be killed.
+            fn leaver() -> ! {
+                let fd = PIPE_READ.load(Ordering::Relaxed);
+                // SAFETY: async-signal-safe calls only; `read` fills one byte of a local.
+                unsafe {
+                    libc::setpgid(0, 0);
+                    if libc::fork() == 0 {
+                        let mut byte = 0u8;
+                        libc::read(fd, (&mut byte as *mut u8).cast(), 1);
+                        libc::setsid();
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                    libc::_exit(0)
+                }
+            }
+            PIPE_READ.store(fds[0], Ordering::Relaxed);
+            let Some(group) = child(leaver) else {
+                return false;
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut left_behind = None;
+            while left_behind.is_none() && Instant::now() < deadline {
+                left_behind = reap_all().into_iter().find(|r| r.pid == group);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let held =
+                left_behind.is_some_and(|r| r.group_alive) && groups_of_children().contains(&group);
+            // SAFETY: writes one byte from a local to the pipe's write end.
+            let told = unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) } == 1;
+            let mut gone = false;
+            while !gone && Instant::now() < deadline {
+                gone = !groups_of_children().contains(&group);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // The grandchild lives on, one of our children, in a session of its own.
+            let escaped = live_children();
+            let alive = escaped.len() == 1;
+            for pid in escaped {
+                let _ = send_signal(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
+            held && told && gone && alive && !group_alive(group)
         });
         assert!(ok);
     }
