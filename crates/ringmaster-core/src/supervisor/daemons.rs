@@ -8,6 +8,10 @@ use tracing::{error, info, warn};
 use super::*;
 use crate::config::{Config, DaemonEntry};
 
+/// A daemon that lived this long was healthy: restart it at once.
+const DAEMON_HEALTHY: Duration = Duration::from_secs(10);
+const DAEMON_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub(super) struct Daemon {
     pub(super) spec: DaemonEntry,

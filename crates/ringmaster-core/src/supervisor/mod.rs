@@ -39,35 +39,8 @@ use crate::config::{Config, ServiceEntry};
 use crate::ratelimit::RateLimiter;
 use daemons::{daemon_backoff, Daemon};
 use events::Event;
-use pools::{Pool, PoolLimits, Worker, WorkerState};
+use pools::{NoteProblem, Pool, PoolLimits, Worker, WorkerState};
 use reload::ReloadState;
-
-/// A worker that dies failing before it served, this many times in a row...
-const MAX_READY_FAILS: u32 = 5;
-/// ...each within this long of the one before, throttles its pool.
-const READY_FAIL_INTERVAL: Duration = Duration::from_secs(10);
-/// A worker that exits cleanly without serving counts as a failure only when it lived less
-/// than this: Cyrus's idle workers exit 0 unserved when their program file changed (a package
-/// upgrade), all at once, and their replacements are healthy.
-const QUICK_EXIT: Duration = Duration::from_secs(5);
-/// First pause of a throttled pool; it doubles each time, up to [`MAX_THROTTLE`].
-const FIRST_THROTTLE: Duration = Duration::from_secs(10);
-const MAX_THROTTLE: Duration = Duration::from_secs(300);
-/// A babysat pool pauses this long, every time, then tries again.
-const BABYSIT_PAUSE: Duration = Duration::from_secs(10);
-/// A daemon that lived this long was healthy: restart it at once.
-const DAEMON_HEALTHY: Duration = Duration::from_secs(10);
-const DAEMON_MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Workers that never announce readiness count as settled after living this long; a
-/// coalesced reload waits at most [`SETTLE_LIMIT`] for a reload to settle.
-const SETTLE_AGE: Duration = Duration::from_millis(250);
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-const SETTLE_RECHECK: Duration = Duration::from_millis(50);
-/// An old idle worker kept for a ready-announcing pool is retired by then at the latest.
-const HOLD_LIMIT: Duration = Duration::from_secs(2);
-/// Generations older than this many reloads are terminated without waiting for the drain.
-const MAX_LIVE_GENERATIONS: u64 = 8;
-const ONE_SECOND: Duration = Duration::from_secs(1);
 
 /// sysexits.h EX_CONFIG, the exit status when the configuration is invalid: the master's
 /// when start-up fails on it (as Cyrus's), and `ringmaster check`'s when it would.
@@ -156,14 +129,6 @@ pub struct Supervisor {
     /// Complaints about status notes, bounded per pipe: a worker writing garbage must not
     /// flood the log.
     note_log: RateLimiter<(PoolId, NoteProblem)>,
-}
-
-/// What is wrong with a status note, for [`Supervisor::note_log`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum NoteProblem {
-    Unrecognized,
-    UnknownPid,
-    WrongPipe,
 }
 
 impl Supervisor {
@@ -542,5 +507,3 @@ impl Supervisor {
         }
     }
 }
-
-const SIGHUP: i32 = 1;

@@ -3,7 +3,7 @@
 //! the throttle that pauses a pool whose workers keep failing before they serve.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringmaster_proto::Message;
 use tracing::{debug, error, info, warn};
@@ -11,6 +11,32 @@ use tracing::{debug, error, info, warn};
 use super::*;
 use crate::config::ServiceEntry;
 use crate::ratelimit::Verdict;
+
+/// A worker that dies failing before it served, this many times in a row...
+const MAX_READY_FAILS: u32 = 5;
+/// ...each within this long of the one before, throttles its pool.
+const READY_FAIL_INTERVAL: Duration = Duration::from_secs(10);
+/// A worker that exits cleanly without serving counts as a failure only when it lived less
+/// than this: Cyrus's idle workers exit 0 unserved when their program file changed (a package
+/// upgrade), all at once, and their replacements are healthy.
+const QUICK_EXIT: Duration = Duration::from_secs(5);
+/// First pause of a throttled pool; it doubles each time, up to [`MAX_THROTTLE`].
+const FIRST_THROTTLE: Duration = Duration::from_secs(10);
+const MAX_THROTTLE: Duration = Duration::from_secs(300);
+/// A babysat pool pauses this long, every time, then tries again.
+const BABYSIT_PAUSE: Duration = Duration::from_secs(10);
+/// Generations older than this many reloads are terminated without waiting for the drain.
+const MAX_LIVE_GENERATIONS: u64 = 8;
+const ONE_SECOND: Duration = Duration::from_secs(1);
+const SIGHUP: i32 = 1;
+
+/// What is wrong with a status note, for [`Supervisor::note_log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum NoteProblem {
+    Unrecognized,
+    UnknownPid,
+    WrongPipe,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WorkerState {

@@ -2,12 +2,20 @@
 //! services are bound before anything old is retired; kept pools move to a new generation and
 //! their old workers are recycled (held serving until a replacement is ready, if they announce).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info};
 
 use super::*;
 use crate::config::Config;
+
+/// Workers that never announce readiness count as settled after living this long; a
+/// coalesced reload waits at most [`SETTLE_LIMIT`] for a reload to settle.
+const SETTLE_AGE: Duration = Duration::from_millis(250);
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+const SETTLE_RECHECK: Duration = Duration::from_millis(50);
+/// An old idle worker kept for a ready-announcing pool is retired by then at the latest.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// A reload whose new services' sockets are being bound: nothing old is retired before
 /// every new bind has answered, so a bind that fails leaves the old service serving.
