@@ -11,6 +11,37 @@
 //!   (sent the exit note) -> reaped.
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
+//!
+//! Worker state x event, as in s6-supervise (`-`: no change; the state is `WorkerState`, the
+//! recycling marks are `Worker::{hup_at, term_at, killed, held_until}`):
+//!
+//! | state    | AVAILABLE | UNAVAILABLE, CONNECTION | CONNECTION_MULTI | EXITING | exit    |
+//! |----------|-----------|-------------------------|------------------|---------|---------|
+//! | Starting | Ready [1] | Busy                    | -                | Exiting | [2]     |
+//! | Ready    | -         | Busy                    | -                | Exiting | [2]     |
+//! | Busy     | Ready     | -                       | Ready            | Exiting | [2] [3] |
+//! | Exiting  | -         | -                       | -                | -       | [2] [3] |
+//!
+//! | state    | HUP (reload)       | held ends             | TERM (stop)            |
+//! |----------|--------------------|-----------------------|------------------------|
+//! | Starting | SIGHUP [4]         | (never held)          | SIGTERM [5]            |
+//! | Ready    | held [6] or SIGHUP | SIGHUP [4]            | SIGTERM [5], hold gone |
+//! | Busy     | held [6] or SIGHUP | SIGHUP [4]            | SIGTERM [5], hold gone |
+//! | Exiting  | SIGHUP [4]         | SIGHUP [4]            | SIGTERM [5]            |
+//!
+//! 1. The pool is marked as announcing; a current-generation worker ends one hold.
+//! 2. Reaped and forgotten. A worker left alone (not recycled nor stopped) that dies unclean
+//!    while idle or before serving, or exits within `QUICK_EXIT` without serving, counts
+//!    toward the pool's throttle (pools.rs). An unclean exit of a worker neither recycled nor
+//!    stopped is cleaned up after (`CleanupAfterCrash`).
+//! 3. Busy and Exiting workers count as failures only if they never served a client.
+//! 4. No longer counted ready; exiting clean or by SIGHUP is a recycle, never a failure; still
+//!    running after the drain (or `MAX_LIVE_GENERATIONS` reloads later): SIGTERM. SIGQUIT
+//!    sends it to every worker at once.
+//! 5. SIGKILL if still running after the stop timeout.
+//! 6. Only in a pool whose workers announce: busy ones, and idle ones up to the prefork, keep
+//!    serving until a new worker says AVAILABLE, `HOLD_LIMIT` passes, or the pool needs room
+//!    to fork (reload.rs, pools.rs).
 
 mod daemons;
 mod events;
