@@ -321,7 +321,7 @@ impl Supervisor {
         out
     }
 
-    // ----- start-up -------------------------------------------------------------------
+    // ----- services -------------------------------------------------------------------
 
     fn add_service(
         &mut self,
@@ -375,7 +375,7 @@ impl Supervisor {
         self.bind_succeeded(key, first, out);
     }
 
-    // ----- events in ------------------------------------------------------------------
+    // ----- children: spawn answers and exits ------------------------------------------
 
     fn on_spawned(&mut self, role: Role, pid: Pid, now: Now) {
         match role {
@@ -512,12 +512,10 @@ impl Supervisor {
         }
     }
 
-    // ----- reload ---------------------------------------------------------------------
+    // ----- timers ---------------------------------------------------------------------
 
-    // ----- stopping -------------------------------------------------------------------
-
-    // ----- timers and upkeep ----------------------------------------------------------
-
+    /// Every deadline that has passed, each thing's own in its file: the stop's and recycled
+    /// workers' always; throttled pools', daemons', events' and reloads' only while running.
     fn on_timers(&mut self, now: Now, out: &mut Vec<Action>) {
         self.tick_stop(now, out);
         self.tick_recycled_workers(now, out);
