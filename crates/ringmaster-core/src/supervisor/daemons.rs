@@ -186,6 +186,24 @@ impl Supervisor {
             }
         }
     }
+
+    /// The next daemon restart (only while running, as `tick_daemons`), or SIGTERMed
+    /// daemon's stop timeout; none once the master stops.
+    pub(super) fn daemons_deadline(&self) -> Option<Instant> {
+        if matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
+            return None;
+        }
+        let mut next = None;
+        for d in &self.daemons {
+            if self.phase == Phase::Running {
+                next = earliest(next, d.restart_at);
+            }
+            if let Some(term) = d.term_at {
+                next = earliest(next, Some(term + self.settings.stop_timeout));
+            }
+        }
+        next
+    }
 }
 
 pub(super) fn daemon_backoff(quick_deaths: u32) -> Duration {

@@ -127,4 +127,9 @@ impl Supervisor {
             }
         }
     }
+
+    /// The next event due, by the monotonic clock (wall-clock ones are kept in step).
+    pub(super) fn events_deadline(&self) -> Option<Instant> {
+        self.events.iter().filter_map(|e| e.next_mono).min()
+    }
 }

@@ -203,60 +203,20 @@ impl Supervisor {
 
     /// The earliest moment at which `handle(Input::Tick)` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n: Instant| n.min(t)));
-            }
-        };
-        match self.phase {
-            Phase::Draining { until } => consider(Some(until)),
-            Phase::Stopping {
-                since,
-                killed: false,
-            } => consider(Some(since + self.settings.stop_timeout)),
-            _ => {}
-        }
-        for w in self.workers.values() {
-            if w.term_at.is_none() && w.hup_at.is_none() {
-                consider(w.held_until);
-            }
-            if let Some(term) = w.term_at {
-                if !w.killed {
-                    consider(Some(term + self.settings.stop_timeout));
-                }
-            } else if let Some(hup) = w.hup_at {
-                consider(Some(hup + self.settings.drain_timeout));
-            }
-        }
-        if matches!(self.phase, Phase::Running) {
-            for (id, pool) in &self.pools {
-                consider(pool.throttled_until);
-                if self.wants_fork(*id) || self.rate_holds_watch(*id) {
-                    consider(self.fork_allowed_at(*id));
-                }
-            }
-            for e in &self.events {
-                consider(e.next_mono);
-            }
-            if self.reload.pending {
-                consider(self.reload.recheck_at);
-            }
-            consider(self.next_bind_retry());
-        }
-        if !matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
-            for d in &self.daemons {
-                // Daemons are restarted only while running (`on_timers`).
-                if self.phase == Phase::Running {
-                    consider(d.restart_at);
-                }
-                if let Some(term) = d.term_at {
-                    consider(Some(term + self.settings.stop_timeout));
-                }
-            }
-        }
-        consider(self.note_log.next_report());
-        next
+        let running = self.phase == Phase::Running;
+        [
+            self.stop_deadline(),
+            self.workers_deadline(),
+            running.then(|| self.pools_deadline()).flatten(),
+            running.then(|| self.events_deadline()).flatten(),
+            running.then(|| self.reload_deadline()).flatten(),
+            running.then(|| self.next_bind_retry()).flatten(),
+            self.daemons_deadline(),
+            self.note_log.next_report(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Takes one input; returns what to do, in order.
@@ -534,5 +494,13 @@ impl Supervisor {
             Some(s) => format!("{}/{}", s.spec.name, id.family),
             None => format!("service#{}/{}", id.service.0, id.family),
         }
+    }
+}
+
+/// The earlier of two optional moments.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -616,4 +616,34 @@ impl Supervisor {
             }
         }
     }
+
+    /// The next hold that ends, recycled worker past the drain, or SIGKILL due.
+    pub(super) fn workers_deadline(&self) -> Option<Instant> {
+        let mut next = None;
+        for w in self.workers.values() {
+            if w.term_at.is_none() && w.hup_at.is_none() {
+                next = earliest(next, w.held_until);
+            }
+            if let Some(term) = w.term_at {
+                if !w.killed {
+                    next = earliest(next, Some(term + self.settings.stop_timeout));
+                }
+            } else if let Some(hup) = w.hup_at {
+                next = earliest(next, Some(hup + self.settings.drain_timeout));
+            }
+        }
+        next
+    }
+
+    /// The next throttle that ends, or fork the rate allows to a pool that wants one.
+    pub(super) fn pools_deadline(&self) -> Option<Instant> {
+        let mut next = None;
+        for (id, pool) in &self.pools {
+            next = earliest(next, pool.throttled_until);
+            if self.wants_fork(*id) || self.rate_holds_watch(*id) {
+                next = earliest(next, self.fork_allowed_at(*id));
+            }
+        }
+        next
+    }
 }

@@ -382,4 +382,9 @@ impl Supervisor {
             }
         }
     }
+
+    /// While a reload is coalesced: when to look again whether the last one has settled.
+    pub(super) fn reload_deadline(&self) -> Option<Instant> {
+        self.reload.recheck_at.filter(|_| self.reload.pending)
+    }
 }

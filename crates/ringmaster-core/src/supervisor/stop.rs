@@ -149,4 +149,16 @@ impl Supervisor {
             _ => {}
         }
     }
+
+    /// When the drain runs out, or the stop's SIGKILL is due.
+    pub(super) fn stop_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Draining { until } => Some(until),
+            Phase::Stopping {
+                since,
+                killed: false,
+            } => Some(since + self.settings.stop_timeout),
+            _ => None,
+        }
+    }
 }
