@@ -1,0 +1,390 @@
+//! Reload (SIGHUP): one at a time, later ones coalesced until the last has settled; new
+//! services are bound before anything old is retired; kept pools move to a new generation and
+//! their old workers are recycled (held serving until a replacement is ready, if they announce).
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info};
+
+use super::*;
+use crate::config::Config;
+
+/// Workers that never announce readiness count as settled after living this long; a
+/// coalesced reload waits at most [`SETTLE_LIMIT`] for a reload to settle.
+const SETTLE_AGE: Duration = Duration::from_millis(250);
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+const SETTLE_RECHECK: Duration = Duration::from_millis(50);
+/// An old idle worker kept for a ready-announcing pool is retired by then at the latest.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// A reload whose new services' sockets are being bound: nothing old is retired before
+/// every new bind has answered, so a bind that fails leaves the old service serving.
+#[derive(Debug, Clone)]
+pub(super) struct PendingReload {
+    pub(super) config: Config,
+    /// Running entries the new config could not resolve: they go on as they are.
+    pub(super) untouched: faults::Untouched,
+    pub(super) releases: Vec<ServiceKey>,
+    /// New services (already on the new configuration: not recycled).
+    pub(super) added: Vec<ServiceKey>,
+    /// New services whose bind has not answered yet.
+    pub(super) binding: Vec<ServiceKey>,
+    /// New services whose bind failed.
+    pub(super) failed: Vec<ServiceKey>,
+}
+
+/// Reload bookkeeping: one at a time, later SIGHUPs coalesced.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ReloadState {
+    /// The reload being applied, waiting for its binds.
+    pub(super) applying: Option<Box<PendingReload>>,
+    /// A reload was asked for and waits for the last one to settle.
+    pub(super) pending: bool,
+    /// When the last reload was applied.
+    pub(super) applied_at: Option<Instant>,
+    /// While one is pending: when to look again whether the last one has settled.
+    pub(super) recheck_at: Option<Instant>,
+}
+
+impl Supervisor {
+    pub(super) fn on_reload_requested(&mut self, now: Now, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Running => {}
+            Phase::StartCommands { .. } | Phase::WaitDaemons => {
+                info!("SIGHUP during start-up: reloading once start-up completes");
+                self.reload.pending = true;
+                return;
+            }
+            _ => {
+                debug!("SIGHUP while stopping: ignored");
+                return;
+            }
+        }
+        if self.reload_settled(now.mono) {
+            self.reload.pending = false;
+            out.push(Action::LoadConfig);
+        } else {
+            debug!("SIGHUP while the last reload settles: coalesced");
+            self.reload.pending = true;
+        }
+    }
+
+    /// A reload has settled when every current pool has its prefork of ready workers (those
+    /// that announce: announced; the others: alive a moment), or it has had long enough.
+    pub(super) fn reload_settled(&self, now: Instant) -> bool {
+        let Some(applied) = self.reload.applied_at else {
+            return true;
+        };
+        if now >= applied + SETTLE_LIMIT {
+            return true;
+        }
+        self.pools.iter().all(|(id, pool)| {
+            let Some(service) = self.services.get(&id.service) else {
+                return true;
+            };
+            if service.retiring || pool.throttled_until.is_some() {
+                return true;
+            }
+            let settled = self
+                .workers
+                .values()
+                .filter(|w| w.pool == *id && w.generation == pool.generation)
+                .filter(|w| match w.state {
+                    WorkerState::Ready | WorkerState::Busy => true,
+                    WorkerState::Starting => !pool.announces && now >= w.forked_at + SETTLE_AGE,
+                    WorkerState::Exiting => false,
+                })
+                .count();
+            settled as u64 >= u64::from(service.limits.prefork.min(service.limits.maxchild))
+        })
+    }
+
+    pub(super) fn apply_reload(&mut self, mut new: Config, now: Now, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let untouched = self.keep_unresolved(&mut new);
+        info!("reloading: recycling every service onto the new configuration");
+        self.reload.applied_at = Some(now.mono);
+
+        // Services: same (name, listen, proto) keeps its sockets; everything else binds anew.
+        let mut kept = Vec::new();
+        let mut added = Vec::new();
+        for spec in &new.services {
+            let same = self.services.iter().find(|(_, s)| {
+                !s.retiring
+                    && s.spec.name == spec.name
+                    && s.spec.listen == spec.listen
+                    && s.spec.proto == spec.proto
+            });
+            match same.map(|(k, _)| *k) {
+                Some(key) => {
+                    if let Some(s) = self.services.get_mut(&key) {
+                        s.spec = spec.clone();
+                        s.limits = PoolLimits::of(spec);
+                    }
+                    kept.push(key);
+                }
+                None => added.push(spec.clone()),
+            }
+        }
+        let releases: Vec<ServiceKey> = self
+            .services
+            .iter()
+            .filter(|(k, s)| !s.retiring && !kept.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut binding = Vec::new();
+        for spec in added {
+            // "reload: new service" is logged once its bind has an outcome (faults.rs).
+            binding.push(self.add_service(spec, releases.clone(), out));
+        }
+        // Old services are retired only once every new bind has answered (the runtime
+        // answers each Bind before it carries out the next action).
+        self.reload.applying = Some(Box::new(PendingReload {
+            config: new,
+            untouched,
+            releases,
+            added: binding.clone(),
+            binding,
+            failed: Vec::new(),
+        }));
+        self.finish_reload_if_bound(now, out);
+    }
+
+    /// A new service's bind answered: the reload goes on once all have.
+    pub(super) fn on_reload_bind_answer(
+        &mut self,
+        key: ServiceKey,
+        failed: bool,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(pending) = self.reload.applying.as_mut() else {
+            return;
+        };
+        let before = pending.binding.len();
+        pending.binding.retain(|k| *k != key);
+        if pending.binding.len() == before {
+            return;
+        }
+        if failed {
+            pending.failed.push(key);
+        }
+        self.finish_reload_if_bound(now, out);
+    }
+
+    pub(super) fn finish_reload_if_bound(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self
+            .reload
+            .applying
+            .as_ref()
+            .is_none_or(|p| !p.binding.is_empty())
+        {
+            return;
+        }
+        let Some(pending) = self.reload.applying.take() else {
+            return;
+        };
+        let PendingReload {
+            config: new,
+            untouched,
+            mut releases,
+            added,
+            failed,
+            ..
+        } = *pending;
+        // A new entry that could not bind leaves the service it replaces (same name)
+        // serving as it was: no new generation, no recycling.
+        let mut not_recycled: Vec<ServiceKey> = added;
+        for key in failed {
+            let Some(name) = self.services.get(&key).map(|s| s.spec.name.clone()) else {
+                continue;
+            };
+            let predecessor = releases.iter().copied().find(|k| {
+                self.services
+                    .get(k)
+                    .is_some_and(|s| s.spec.name == name && s.down.is_none())
+            });
+            if let Some(old) = predecessor {
+                releases.retain(|k| *k != old);
+                not_recycled.push(old);
+                self.services.remove(&key);
+                if let Some(s) = self.services.get(&old) {
+                    error!(
+                        "reload: {name} keeps serving on {} with its previous configuration",
+                        s.spec.listen
+                    );
+                }
+            }
+        }
+        for key in &releases {
+            if let Some(s) = self.services.get_mut(key) {
+                info!("reload: service {} on {} stops", s.spec.name, s.spec.listen);
+                s.retiring = true;
+            }
+        }
+
+        // Every kept pool moves to a new generation; every older worker is recycled.
+        let pool_ids: Vec<PoolId> = self
+            .pools
+            .keys()
+            .filter(|id| !not_recycled.contains(&id.service))
+            .copied()
+            .collect();
+        for id in pool_ids {
+            self.recycle_pool(id, &untouched, now, out);
+        }
+        for key in releases {
+            self.release_service(key, true, out);
+        }
+
+        self.reload_events(&new, now);
+        self.reload_daemons(&new, &untouched, now, out);
+        self.config = new;
+        // The reload may have retired or replaced the services that held the ready file back.
+        self.check_started(out);
+    }
+
+    /// Retires one old worker kept for `pool`, now that a new one is ready: an idle one if
+    /// there is one (it leaves at once), else a busy one (it finishes its client first).
+    pub(super) fn retire_one_held(&mut self, pool: PoolId, now: Now) {
+        let held = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                // Not one whose hold already ends now: several replacements in one batch of
+                // notes each retire their own.
+                w.pool == pool && w.hup_at.is_none() && w.held_until.is_some_and(|t| t > now.mono)
+            })
+            .map(|(pid, w)| (w.state != WorkerState::Ready, *pid))
+            .min()
+            .map(|(_, pid)| pid);
+        if let Some(pid) = held {
+            // The caller's `out` is not reachable here without a borrow tangle, so the hold
+            // simply ends now; `on_timers` sends the SIGHUP in this same `handle` call.
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.held_until = Some(now.mono);
+            }
+        }
+    }
+
+    pub(super) fn release_service(&mut self, key: ServiceKey, refuse: bool, out: &mut Vec<Action>) {
+        let pools: Vec<PoolId> = self
+            .pools
+            .keys()
+            .filter(|p| p.service == key)
+            .copied()
+            .collect();
+        for id in pools {
+            if let Some(pool) = self.pools.get_mut(&id) {
+                if pool.watching {
+                    pool.watching = false;
+                    out.push(Action::Watch {
+                        pool: id,
+                        on: false,
+                    });
+                }
+            }
+        }
+        out.push(Action::Release {
+            service: key,
+            refuse,
+        });
+    }
+
+    /// A coalesced reload whose predecessor has settled; until then, look again shortly
+    /// (workers that never announce settle by age, which no event reports).
+    pub(super) fn tick_reload(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self.reload.pending {
+            if self.reload_settled(now.mono) {
+                self.reload.pending = false;
+                self.reload.recheck_at = None;
+                out.push(Action::LoadConfig);
+            } else {
+                let limit = self
+                    .reload
+                    .applied_at
+                    .map_or(now.mono, |t| t + SETTLE_LIMIT);
+                self.reload.recheck_at = Some(limit.min(now.mono + SETTLE_RECHECK));
+            }
+        }
+    }
+
+    /// Moves a kept pool to a new generation (a retiring one stays where it is) and recycles
+    /// every older worker.
+    fn recycle_pool(
+        &mut self,
+        id: PoolId,
+        untouched: &faults::Untouched,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        if untouched.services.contains(&id.service) {
+            return;
+        }
+        let retiring = self.services.get(&id.service).is_none_or(|s| s.retiring);
+        let Some(pool) = self.pools.get_mut(&id) else {
+            return;
+        };
+        if !retiring {
+            pool.generation += 1;
+        }
+        pool.ready_fails = 0;
+        pool.last_ready_fail = None;
+        pool.times_throttled = 0;
+        if pool.throttled_until.take().is_some() {
+            out.push(Action::Resume { pool: id });
+        }
+        let (generation, announces) = (pool.generation, pool.announces);
+        let mut pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.pool == id && (retiring || w.generation < generation))
+            .map(|(pid, _)| *pid)
+            .collect();
+        pids.sort_unstable();
+        // Busy workers are all kept (told to go now, they would leave after their client
+        // with no replacement ready); idle ones only as many as replacements will come.
+        let busy = pids
+            .iter()
+            .filter(|p| {
+                self.workers
+                    .get(p)
+                    .is_some_and(|w| w.state == WorkerState::Busy && w.hup_at.is_none())
+            })
+            .count() as u32;
+        let mut may_hold_idle = self.services.get(&id.service).map_or(0, |s| {
+            s.limits.prefork.min(s.limits.maxchild).saturating_sub(busy)
+        });
+        for pid in pids {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            if w.hup_at.is_some() {
+                continue;
+            }
+            let serving = match w.state {
+                WorkerState::Busy => true,
+                WorkerState::Ready if may_hold_idle > 0 => {
+                    may_hold_idle -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if !retiring && announces && serving {
+                // Keep serving, idle or busy, until a new worker says it is ready to take
+                // its place: clients never wait on a start. A storm of reloads does not
+                // push the limit back.
+                w.held_until.get_or_insert(now.mono + HOLD_LIMIT);
+            } else {
+                self.send_hup(pid, now, out);
+            }
+        }
+    }
+
+    /// While a reload is coalesced: when to look again whether the last one has settled.
+    pub(super) fn reload_deadline(&self) -> Option<Instant> {
+        self.reload.recheck_at.filter(|_| self.reload.pending)
+    }
+}
