@@ -99,6 +99,8 @@ fn connect_from(addr: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<T
         return TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT);
     };
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    // A port whose last connection from this address lingers in TIME_WAIT may be used again.
+    socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
     socket.connect_timeout(&addr.into(), CLIENT_TIMEOUT)?;
     Ok(socket.into())

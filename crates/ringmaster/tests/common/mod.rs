@@ -470,6 +470,8 @@ pub fn argv0_of(pid: i32) -> Option<String> {
 pub fn connect_from_spread(port: u16, n: u64) -> std::io::Result<TcpStream> {
     let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8);
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    // A port whose last connection from this address lingers in TIME_WAIT may be used again.
+    socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)).into(), WAIT)?;
     Ok(socket.into())
