@@ -105,10 +105,8 @@ fn entry(name: &str, listen: &str, extra: &str, tag: &str) -> String {
     )
 }
 
-/// Reloads onto `conf` and waits until new connections see `tag`.
-fn reload_to(m: &mut Master, port: u16, conf: &str, tag: &str) {
-    m.rewrite_conf(conf);
-    m.signal(Signal::SIGHUP);
+/// Waits until a new connection to 127.0.0.1:`port` is greeted with `tag`.
+fn wait_for_banner(m: &Master, port: u16, tag: &str) {
     let mut banner = String::new();
     assert!(
         wait_until(WAIT, || {
@@ -123,6 +121,13 @@ fn reload_to(m: &mut Master, port: u16, conf: &str, tag: &str) {
         "new connections never saw {tag}: last banner {banner:?}\n{}",
         m.log_text()
     );
+}
+
+/// Reloads onto `conf` and waits until new connections see `tag`.
+fn reload_to(m: &mut Master, port: u16, conf: &str, tag: &str) {
+    m.rewrite_conf(conf);
+    m.signal(Signal::SIGHUP);
+    wait_for_banner(m, port, tag);
 }
 
 #[test]
@@ -292,20 +297,7 @@ fn on_demand_services_changed_together_go_on_forking() {
     m.rewrite_conf(&conf("proto=tcp4", "b"));
     m.signal(Signal::SIGHUP);
     for (port, tag) in [(p1, "step_b1"), (p2, "step_b2")] {
-        let mut banner = String::new();
-        assert!(
-            wait_until(WAIT, || {
-                banner = TcpStream::connect(("127.0.0.1", port))
-                    .map(|s| {
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                        read_line(&s)
-                    })
-                    .unwrap_or_default();
-                banner.contains(tag)
-            }),
-            "{tag}: last banner {banner:?}\n{}",
-            m.log_text()
-        );
+        wait_for_banner(&m, port, tag);
     }
     assert!(
         !m.log_text().contains("cannot change the watch"),
