@@ -12,8 +12,9 @@
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 //!
-//! Worker state x event, as in s6-supervise (`-`: no change; the state is `WorkerState`, the
-//! recycling marks are `Worker::{hup_at, term_at, killed, held_until}`):
+//! Worker state x event, as in s6-supervise (`-`: no change). A worker has two lifecycles:
+//! `WorkerState` (what it says of itself) and `Recycle` (what the master sent it; recycle.rs,
+//! whose methods `hold`, `end_hold`, `hup`, `term` and `kill` are the only transitions):
 //!
 //! | state    | AVAILABLE | UNAVAILABLE, CONNECTION | CONNECTION_MULTI | EXITING | exit    |
 //! |----------|-----------|-------------------------|------------------|---------|---------|
@@ -22,12 +23,17 @@
 //! | Busy     | Ready     | -                       | Ready            | Exiting | [2] [3] |
 //! | Exiting  | -         | -                       | -                | -       | [2] [3] |
 //!
-//! | state    | HUP (reload)       | held ends             | TERM (stop)            |
-//! |----------|--------------------|-----------------------|------------------------|
-//! | Starting | SIGHUP [4]         | (never held)          | SIGTERM [5]            |
-//! | Ready    | held [6] or SIGHUP | SIGHUP [4]            | SIGTERM [5], hold gone |
-//! | Busy     | held [6] or SIGHUP | SIGHUP [4]            | SIGTERM [5], hold gone |
-//! | Exiting  | SIGHUP [4]         | SIGHUP [4]            | SIGTERM [5]            |
+//! | `Recycle`          | reload         | hold ends [1] | drain over | TERM (stop) | timeout  |
+//! |--------------------|----------------|---------------|------------|-------------|----------|
+//! | `Serving`          | `Held` [6], [4]| -             | -          | `Termed` [5]| -        |
+//! | `Held { until }`   | same, or [4]   | `Hupped` [4]  | -          | `Termed` [5]| -        |
+//! | `Hupped { at }`    | -              | -             | `Termed`   | `Termed` [5]| -        |
+//! | `Termed { at, .. }`| -              | -             | -          | -           | `Killed` |
+//! | `Killed { .. }`    | -              | -             | -          | -           | -        |
+//!
+//! `[4]` there is `Hupped`. `Termed` and `Killed` keep `hupped`, whether SIGHUP came first.
+//! Only `Ready` and `Busy` workers become `Held`; otherwise the two lifecycles are
+//! independent. SIGKILL to everything at the stop timeout makes every worker `Killed`.
 //!
 //! 1. The pool is marked as announcing; a current-generation worker ends one hold.
 //! 2. Reaped and forgotten. A worker left alone (not recycled nor stopped) that dies unclean
@@ -48,6 +54,7 @@ mod events;
 mod faults;
 mod leftovers;
 mod pools;
+mod recycle;
 mod reload;
 pub mod schedule;
 mod start;
@@ -71,6 +78,7 @@ use crate::ratelimit::RateLimiter;
 use daemons::{daemon_backoff, Daemon};
 use events::Event;
 use pools::{NoteProblem, Pool, PoolLimits, Worker, WorkerState};
+use recycle::Recycle;
 use reload::ReloadState;
 
 /// sysexits.h EX_CONFIG, the exit status when the configuration is invalid: the master's
@@ -351,10 +359,7 @@ impl Supervisor {
                         generation: p.generation,
                         state: WorkerState::Starting,
                         forked_at: now.mono,
-                        hup_at: None,
-                        term_at: None,
-                        killed: false,
-                        held_until: None,
+                        recycle: Recycle::Serving,
                         served: false,
                     },
                 );

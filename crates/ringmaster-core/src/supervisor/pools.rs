@@ -54,13 +54,8 @@ pub(super) struct Worker {
     pub(super) generation: u64,
     pub(super) state: WorkerState,
     pub(super) forked_at: Instant,
-    /// When we sent SIGHUP (recycle), if we did.
-    pub(super) hup_at: Option<Instant>,
-    /// When we sent SIGTERM, if we did.
-    pub(super) term_at: Option<Instant>,
-    pub(super) killed: bool,
-    /// Old idle worker kept serving until a ready replacement exists (or until then).
-    pub(super) held_until: Option<Instant>,
+    /// Where it is in being recycled or stopped; changed only by the `Recycle` methods.
+    pub(super) recycle: Recycle,
     /// It counted a connection (CONNECTION or CONNECTION_MULTI) at least once.
     pub(super) served: bool,
 }
@@ -150,7 +145,7 @@ impl Supervisor {
             if w.state != WorkerState::Exiting {
                 active += 1;
             }
-            if w.generation == generation && w.is_idle() && w.hup_at.is_none() {
+            if w.generation == generation && w.is_idle() && !w.recycle.hupped() {
                 ready += 1;
             }
         }
@@ -269,7 +264,7 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let name = self.pool_name(w.pool);
-        let recycled = w.hup_at.is_some()
+        let recycled = w.recycle.hupped()
             && (status.is_clean()
                 || status
                     == ExitStatus::Signal {
@@ -278,15 +273,15 @@ impl Supervisor {
                     });
         // A removed service's listener is shut down under its idle workers, which may then
         // fail their accept() before they see our SIGHUP: that too is a recycle.
-        let retired = w.hup_at.is_some()
+        let retired = w.recycle.hupped()
             && self
                 .services
                 .get(&w.pool.service)
                 .is_none_or(|s| s.retiring);
         let recycled = recycled || retired;
-        let stopped = w.term_at.is_some() || matches!(self.phase, Phase::Stopping { .. });
+        let stopped = w.recycle.termed() || matches!(self.phase, Phase::Stopping { .. });
         // Failures count only for workers we let be: not recycled, retired nor stopped.
-        let ours = !stopped && !recycled && w.hup_at.is_none();
+        let ours = !stopped && !recycled && !w.recycle.hupped();
         if !status.is_clean() && !recycled {
             if !stopped {
                 out.push(Action::CleanupAfterCrash { pid });
@@ -370,7 +365,7 @@ impl Supervisor {
         let leaving = self.workers.values().any(|w| {
             w.pool == id
                 && w.state != WorkerState::Exiting
-                && (w.hup_at.is_some() || w.held_until.is_some_and(|t| t <= now.mono))
+                && (w.recycle.hupped() || w.recycle.held_until().is_some_and(|t| t <= now.mono))
         });
         if !leaving {
             self.retire_one_held(id, now);
@@ -501,9 +496,7 @@ impl Supervisor {
 
     pub(super) fn send_hup(&mut self, pid: Pid, now: Now, out: &mut Vec<Action>) {
         if let Some(w) = self.workers.get_mut(&pid) {
-            if w.hup_at.is_none() && w.term_at.is_none() {
-                w.hup_at = Some(now.mono);
-                w.held_until = None;
+            if w.recycle.hup(now.mono) {
                 out.push(Action::Signal {
                     pid,
                     signal: Sig::Hup,
@@ -566,7 +559,7 @@ impl Supervisor {
                 .get(&w.pool)
                 .map_or(w.generation, |p| p.generation);
             let too_old = pool_gen.saturating_sub(w.generation) > MAX_LIVE_GENERATIONS;
-            if w.held_until.is_some_and(|t| now.mono >= t) && w.hup_at.is_none() {
+            if w.recycle.held_until().is_some_and(|t| now.mono >= t) {
                 self.send_hup(pid, now, out);
                 continue;
             }
@@ -574,21 +567,23 @@ impl Supervisor {
             let Some(w) = self.workers.get_mut(&pid) else {
                 continue;
             };
-            match (w.hup_at, w.term_at) {
-                (_, Some(term)) if !w.killed && now.mono >= term + self.settings.stop_timeout => {
+            match w.recycle {
+                Recycle::Termed { at, .. } if now.mono >= at + self.settings.stop_timeout => {
                     warn!("{name}: worker {pid} ignored SIGTERM: SIGKILL");
-                    w.killed = true;
+                    w.recycle.kill();
                     out.push(Action::Signal {
                         pid,
                         signal: Sig::Kill,
                     });
                 }
-                (Some(hup), None) if too_old || now.mono >= hup + self.settings.drain_timeout => {
+                Recycle::Hupped { at }
+                    if too_old || now.mono >= at + self.settings.drain_timeout =>
+                {
                     warn!(
                         "{name}: worker {pid} still running {:.0}s after it was recycled: SIGTERM",
-                        (now.mono - hup).as_secs_f64()
+                        (now.mono - at).as_secs_f64()
                     );
-                    w.term_at = Some(now.mono);
+                    w.recycle.term(now.mono);
                     out.push(Action::Signal {
                         pid,
                         signal: Sig::Term,
@@ -621,16 +616,13 @@ impl Supervisor {
     pub(super) fn workers_deadline(&self) -> Option<Instant> {
         let mut next = None;
         for w in self.workers.values() {
-            if w.term_at.is_none() && w.hup_at.is_none() {
-                next = earliest(next, w.held_until);
-            }
-            if let Some(term) = w.term_at {
-                if !w.killed {
-                    next = earliest(next, Some(term + self.settings.stop_timeout));
-                }
-            } else if let Some(hup) = w.hup_at {
-                next = earliest(next, Some(hup + self.settings.drain_timeout));
-            }
+            let due = match w.recycle {
+                Recycle::Held { until } => Some(until),
+                Recycle::Hupped { at } => Some(at + self.settings.drain_timeout),
+                Recycle::Termed { at, .. } => Some(at + self.settings.stop_timeout),
+                Recycle::Serving | Recycle::Killed { .. } => None,
+            };
+            next = earliest(next, due);
         }
         next
     }

@@ -255,7 +255,7 @@ impl Supervisor {
             .filter(|(_, w)| {
                 // Not one whose hold already ends now: several replacements in one batch of
                 // notes each retire their own.
-                w.pool == pool && w.hup_at.is_none() && w.held_until.is_some_and(|t| t > now.mono)
+                w.pool == pool && w.recycle.held_until().is_some_and(|t| t > now.mono)
             })
             .map(|(pid, w)| (w.state != WorkerState::Ready, *pid))
             .min()
@@ -264,7 +264,7 @@ impl Supervisor {
             // The caller's `out` is not reachable here without a borrow tangle, so the hold
             // simply ends now; `on_timers` sends the SIGHUP in this same `handle` call.
             if let Some(w) = self.workers.get_mut(&pid) {
-                w.held_until = Some(now.mono);
+                w.recycle.end_hold(now.mono);
             }
         }
     }
@@ -351,7 +351,7 @@ impl Supervisor {
             .filter(|p| {
                 self.workers
                     .get(p)
-                    .is_some_and(|w| w.state == WorkerState::Busy && w.hup_at.is_none())
+                    .is_some_and(|w| w.state == WorkerState::Busy && !w.recycle.hupped())
             })
             .count() as u32;
         let mut may_hold_idle = self.services.get(&id.service).map_or(0, |s| {
@@ -361,7 +361,7 @@ impl Supervisor {
             let Some(w) = self.workers.get_mut(&pid) else {
                 continue;
             };
-            if w.hup_at.is_some() {
+            if w.recycle.hupped() {
                 continue;
             }
             let serving = match w.state {
@@ -376,7 +376,7 @@ impl Supervisor {
                 // Keep serving, idle or busy, until a new worker says it is ready to take
                 // its place: clients never wait on a start. A storm of reloads does not
                 // push the limit back.
-                w.held_until.get_or_insert(now.mono + HOLD_LIMIT);
+                w.recycle.hold(now.mono + HOLD_LIMIT);
             } else {
                 self.send_hup(pid, now, out);
             }

@@ -46,9 +46,7 @@ impl Supervisor {
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
             if let Some(w) = self.workers.get_mut(&pid) {
-                w.held_until = None;
-                if w.term_at.is_none() {
-                    w.term_at = Some(now.mono);
+                if w.recycle.term(now.mono) {
                     out.push(Action::Signal {
                         pid,
                         signal: Sig::Term,
@@ -103,7 +101,7 @@ impl Supervisor {
             });
         }
         for w in self.workers.values_mut() {
-            w.killed = true;
+            w.recycle.kill();
         }
         self.leftovers.signal_all(Sig::Kill, out);
     }

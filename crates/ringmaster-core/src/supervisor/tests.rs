@@ -904,7 +904,7 @@ proptest! {
             }
             for (id, pool) in &h.sup.pools {
                 let (_, ready) = h.sup.pool_counts(*id);
-                let expected = h.sup.workers.values().filter(|w| w.pool == *id && w.generation == pool.generation && w.is_idle() && w.hup_at.is_none()).count() as u32;
+                let expected = h.sup.workers.values().filter(|w| w.pool == *id && w.generation == pool.generation && w.is_idle() && !w.recycle.hupped()).count() as u32;
                 prop_assert_eq!(ready, expected);
             }
         }
