@@ -15,16 +15,62 @@ const DAEMON_MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub(super) struct Daemon {
     pub(super) spec: DaemonEntry,
-    pub(super) pid: Option<Pid>,
-    pub(super) started_at: Option<Instant>,
-    pub(super) restart_at: Option<Instant>,
+    pub(super) run: DaemonRun,
     pub(super) quick_deaths: u32,
     pub(super) ready: bool,
-    /// The config this daemon comes back with after a reload recycles it; None with
-    /// `removed` set means it does not come back.
-    pub(super) replacement: Option<DaemonEntry>,
-    pub(super) removed: bool,
-    pub(super) term_at: Option<Instant>,
+    /// What a reload decided it comes back as once it ends.
+    pub(super) next: DaemonNext,
+}
+
+/// A daemon's lifecycle: down (perhaps due for a start), or running (perhaps sent SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DaemonRun {
+    /// Not running; (re)started at `restart_at` while the master runs. A start asked of the
+    /// runtime and not answered yet is `Down { restart_at: None }`.
+    Down { restart_at: Option<Instant> },
+    Up {
+        pid: Pid,
+        started_at: Instant,
+        term_at: Option<Instant>,
+    },
+}
+
+/// What a reload decided for a daemon, carried out when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DaemonNext {
+    /// Restarted as it is, with back-off.
+    Same,
+    /// Started at once from the new config.
+    Replace(DaemonEntry),
+    /// Gone from the config: forgotten. Final: a later reload that brings the name back
+    /// does not undo it, as before the lifecycle was an enum.
+    Remove,
+}
+
+impl Daemon {
+    pub(super) fn new(spec: DaemonEntry, restart_at: Option<Instant>) -> Self {
+        Self {
+            spec,
+            run: DaemonRun::Down { restart_at },
+            quick_deaths: 0,
+            ready: false,
+            next: DaemonNext::Same,
+        }
+    }
+
+    pub(super) fn pid(&self) -> Option<Pid> {
+        match self.run {
+            DaemonRun::Up { pid, .. } => Some(pid),
+            DaemonRun::Down { .. } => None,
+        }
+    }
+
+    /// Set (or with None, cancel) the next start of a daemon that is down.
+    pub(super) fn restart_at(&mut self, at: Option<Instant>) {
+        if let DaemonRun::Down { restart_at } = &mut self.run {
+            *restart_at = at;
+        }
+    }
 }
 
 impl Supervisor {
@@ -32,7 +78,7 @@ impl Supervisor {
         let Some(d) = self.daemons.get_mut(index) else {
             return;
         };
-        d.restart_at = None;
+        d.restart_at(None);
         let mut env = vec![
             (
                 ringmaster_proto::ENV_SERVICE.to_string(),
@@ -72,23 +118,27 @@ impl Supervisor {
         let waiting = self.phase == Phase::WaitDaemons;
         let d = &mut self.daemons[index];
         let name = d.spec.name.clone();
-        let lived = d.started_at.map_or(Duration::ZERO, |t| now.mono - t);
-        d.pid = None;
-        d.started_at = None;
-        d.term_at = None;
+        let lived = match d.run {
+            DaemonRun::Up { started_at, .. } => now.mono - started_at,
+            DaemonRun::Down { .. } => Duration::ZERO,
+        };
+        d.run = DaemonRun::Down { restart_at: None };
         if stopping {
             return;
         }
-        if d.removed {
-            info!("daemon {name} stopped (removed from the configuration)");
-            self.daemons.remove(index);
-            return;
-        }
-        if let Some(spec) = d.replacement.take() {
-            d.spec = spec;
-            d.quick_deaths = 0;
-            self.spawn_daemon(index, out);
-            return;
+        match std::mem::replace(&mut d.next, DaemonNext::Same) {
+            DaemonNext::Remove => {
+                info!("daemon {name} stopped (removed from the configuration)");
+                self.daemons.remove(index);
+                return;
+            }
+            DaemonNext::Replace(spec) => {
+                d.spec = spec;
+                d.quick_deaths = 0;
+                self.spawn_daemon(index, out);
+                return;
+            }
+            DaemonNext::Same => {}
         }
         if waiting && d.spec.wait && !d.ready {
             error!("daemon {name} exited ({status}) before saying it was ready");
@@ -109,7 +159,7 @@ impl Supervisor {
             "daemon {name} ended with {status}; restarting in {:.1}s",
             delay.as_secs_f64()
         );
-        d.restart_at = Some(now.mono + delay);
+        d.restart_at(Some(now.mono + delay));
     }
 
     pub(super) fn on_daemon_ready(&mut self, name: &str, now: Now, out: &mut Vec<Action>) {
@@ -134,8 +184,9 @@ impl Supervisor {
                 continue;
             }
             match new.daemons.iter().find(|n| n.name == d.spec.name) {
-                Some(spec) => d.replacement = Some(spec.clone()),
-                None => d.removed = true,
+                Some(_) if d.next == DaemonNext::Remove => {}
+                Some(spec) => d.next = DaemonNext::Replace(spec.clone()),
+                None => d.next = DaemonNext::Remove,
             }
         }
         for index in 0..self.daemons.len() {
@@ -143,36 +194,29 @@ impl Supervisor {
             if untouched.daemons.contains(&d.spec.name) {
                 continue;
             }
-            match d.pid {
-                Some(pid) => {
-                    d.term_at = Some(now.mono);
+            match &mut d.run {
+                DaemonRun::Up { pid, term_at, .. } => {
+                    *term_at = Some(now.mono);
                     out.push(Action::Signal {
-                        pid,
+                        pid: *pid,
                         signal: Sig::Term,
                     });
                 }
-                None => {
-                    if let Some(spec) = d.replacement.take() {
+                DaemonRun::Down { restart_at } => {
+                    if let DaemonNext::Replace(spec) =
+                        std::mem::replace(&mut d.next, DaemonNext::Same)
+                    {
                         d.spec = spec;
-                        d.restart_at = Some(now.mono);
+                        *restart_at = Some(now.mono);
                     }
                 }
             }
         }
-        self.daemons.retain(|d| !(d.removed && d.pid.is_none()));
+        self.daemons
+            .retain(|d| !(d.next == DaemonNext::Remove && d.pid().is_none()));
         for spec in &new.daemons {
             if !self.daemons.iter().any(|d| d.spec.name == spec.name) {
-                self.daemons.push(Daemon {
-                    spec: spec.clone(),
-                    pid: None,
-                    started_at: None,
-                    restart_at: Some(now.mono),
-                    quick_deaths: 0,
-                    ready: false,
-                    replacement: None,
-                    removed: false,
-                    term_at: None,
-                });
+                self.daemons.push(Daemon::new(spec.clone(), Some(now.mono)));
             }
         }
     }
@@ -181,7 +225,7 @@ impl Supervisor {
     pub(super) fn tick_daemons(&mut self, now: Now, out: &mut Vec<Action>) {
         for index in 0..self.daemons.len() {
             let d = &self.daemons[index];
-            if d.pid.is_none() && d.restart_at.is_some_and(|t| now.mono >= t) {
+            if matches!(d.run, DaemonRun::Down { restart_at: Some(t) } if now.mono >= t) {
                 self.spawn_daemon(index, out);
             }
         }
@@ -195,11 +239,15 @@ impl Supervisor {
         }
         let mut next = None;
         for d in &self.daemons {
-            if self.phase == Phase::Running {
-                next = earliest(next, d.restart_at);
-            }
-            if let Some(term) = d.term_at {
-                next = earliest(next, Some(term + self.settings.stop_timeout));
+            match d.run {
+                DaemonRun::Down { restart_at } if self.phase == Phase::Running => {
+                    next = earliest(next, restart_at);
+                }
+                DaemonRun::Up {
+                    term_at: Some(term),
+                    ..
+                } => next = earliest(next, Some(term + self.settings.stop_timeout)),
+                _ => {}
             }
         }
         next

@@ -289,7 +289,7 @@ impl Supervisor {
             }
         }
         for d in &self.daemons {
-            if !d.removed
+            if d.next != super::daemons::DaemonNext::Remove
                 && wanted(&new.unresolved.daemons, &d.spec.name)
                 && !new.daemons.iter().any(|n| n.name == d.spec.name)
             {

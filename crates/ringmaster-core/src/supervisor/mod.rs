@@ -9,6 +9,9 @@
 //!   `Draining` (SIGQUIT) -> `Stopping` (SIGTERM, or the drain ran out) -> exit.
 //! - worker: `Starting` (forked; Cyrus counts it ready) -> `Ready` <-> `Busy` -> `Exiting`
 //!   (sent the exit note) -> reaped.
+//! - daemon (daemons.rs): `DaemonRun::Down { restart_at }` -> (spawned) `Up { pid, started_at,
+//!   term_at }` -> (SIGTERM by a reload or the stop: `term_at` set) -> (exit) `Down`, restarted
+//!   with back-off, or at once as `DaemonNext::Replace` says, or forgotten on `Remove`.
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 //!
@@ -75,7 +78,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ServiceEntry};
 use crate::ratelimit::RateLimiter;
-use daemons::{daemon_backoff, Daemon};
+use daemons::{daemon_backoff, Daemon, DaemonRun};
 use events::Event;
 use pools::{NoteProblem, Pool, PoolLimits, Worker, WorkerState};
 use recycle::Recycle;
@@ -203,7 +206,7 @@ impl Supervisor {
     /// Pids of every child we know of (for tests and a last-ditch cleanup).
     pub fn children(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self.workers.keys().copied().collect();
-        pids.extend(self.daemons.iter().filter_map(|d| d.pid));
+        pids.extend(self.daemons.iter().filter_map(Daemon::pid));
         pids.extend(self.events.iter().flat_map(|e| e.running.iter().copied()));
         pids.extend(self.others.keys().copied());
         pids
@@ -375,9 +378,11 @@ impl Supervisor {
             }
             Role::Daemon { name } => {
                 if let Some(d) = self.daemons.iter_mut().find(|d| d.spec.name == name) {
-                    d.pid = Some(pid);
-                    d.started_at = Some(now.mono);
-                    d.restart_at = None;
+                    d.run = DaemonRun::Up {
+                        pid,
+                        started_at: now.mono,
+                        term_at: None,
+                    };
                     info!("started daemon {name} as pid {pid}");
                 }
             }
@@ -415,7 +420,7 @@ impl Supervisor {
                     self.begin_stop(now, EXIT_CONFIG, out);
                 } else if let Some(d) = self.daemons.iter_mut().find(|d| d.spec.name == name) {
                     d.quick_deaths += 1;
-                    d.restart_at = Some(now.mono + daemon_backoff(d.quick_deaths));
+                    d.restart_at(Some(now.mono + daemon_backoff(d.quick_deaths)));
                 }
             }
             Role::Event { name } => error!("cannot run event {name}: {err}"),
@@ -441,7 +446,7 @@ impl Supervisor {
                 self.leftovers.left_behind(&name, pid, bound, now.mono, out);
             }
             self.on_worker_exit(pid, worker, status, now, out);
-        } else if let Some(index) = self.daemons.iter().position(|d| d.pid == Some(pid)) {
+        } else if let Some(index) = self.daemons.iter().position(|d| d.pid() == Some(pid)) {
             self.on_daemon_exit(index, status, now, out);
         } else if let Some(event) = self.events.iter_mut().find(|e| e.running.contains(&pid)) {
             event.running.retain(|&p| p != pid);

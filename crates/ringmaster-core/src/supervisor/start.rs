@@ -29,17 +29,7 @@ impl Supervisor {
         }
         self.phase = Phase::WaitDaemons;
         for spec in self.config.daemons.clone() {
-            self.daemons.push(Daemon {
-                spec,
-                pid: None,
-                started_at: None,
-                restart_at: None,
-                quick_deaths: 0,
-                ready: false,
-                replacement: None,
-                removed: false,
-                term_at: None,
-            });
+            self.daemons.push(Daemon::new(spec, None));
         }
         for index in 0..self.daemons.len() {
             self.spawn_daemon(index, out);

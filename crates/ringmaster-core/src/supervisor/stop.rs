@@ -68,13 +68,17 @@ impl Supervisor {
 
     pub(super) fn term_non_workers(&mut self, now: Now, out: &mut Vec<Action>) {
         for d in &mut self.daemons {
-            d.restart_at = None;
-            if let (Some(pid), None) = (d.pid, d.term_at) {
-                d.term_at = Some(now.mono);
-                out.push(Action::Signal {
-                    pid,
-                    signal: Sig::Term,
-                });
+            match &mut d.run {
+                DaemonRun::Down { restart_at } => *restart_at = None,
+                DaemonRun::Up { pid, term_at, .. } => {
+                    if term_at.is_none() {
+                        *term_at = Some(now.mono);
+                        out.push(Action::Signal {
+                            pid: *pid,
+                            signal: Sig::Term,
+                        });
+                    }
+                }
             }
         }
         let mut pids: Vec<Pid> = self.events.iter().flat_map(|e| e.running.clone()).collect();
