@@ -924,12 +924,7 @@ fn bind_backoff_doubles_from_one_second_to_a_minute() {
 
 #[test]
 fn a_failed_bind_is_retried_with_backoff_until_the_port_is_free() {
-    let mut h = Harness::new(config(vec![
-        service("imap", 143, 1, None),
-        service("pop3", 110, 1, None),
-    ]));
-    h.failing_binds.insert("pop3".into());
-    h.feed(Input::Boot);
+    let mut h = booted_with_pop3_down();
     // Start-up completes with pop3 down: the ready file waits.
     assert!(h.started);
     assert!(!h.ready);
@@ -1186,14 +1181,20 @@ fn a_live_workers_stray_descendant_is_no_leftover() {
     assert!(h.group_signals.is_empty() && h.signals.is_empty());
 }
 
-#[test]
-fn a_bind_retry_overtaken_by_a_reload_releases_what_it_bound() {
+/// imap and pop3, pop3's bind failing: started with pop3 down.
+fn booted_with_pop3_down() -> Harness {
     let mut h = Harness::new(config(vec![
         service("imap", 143, 1, None),
         service("pop3", 110, 1, None),
     ]));
     h.failing_binds.insert("pop3".into());
     h.feed(Input::Boot);
+    h
+}
+
+#[test]
+fn a_bind_retry_overtaken_by_a_reload_releases_what_it_bound() {
+    let mut h = booted_with_pop3_down();
     assert_eq!(h.binds, vec!["imap".to_string(), "pop3".to_string()]);
     h.failing_binds.clear();
     // The operator replaces pop3 by pop3s elsewhere; SIGHUP handled just as the retry is due.
@@ -1240,12 +1241,7 @@ fn a_held_worker_at_sigterm_leaves_no_deadline_in_the_past() {
 
 #[test]
 fn fixing_a_down_service_by_reload_writes_the_ready_file() {
-    let mut h = Harness::new(config(vec![
-        service("imap", 143, 1, None),
-        service("pop3", 110, 1, None),
-    ]));
-    h.failing_binds.insert("pop3".into());
-    h.feed(Input::Boot);
+    let mut h = booted_with_pop3_down();
     assert!(h.started && !h.ready);
     // The operator moves pop3 to a free port.
     h.failing_binds.clear();
@@ -1262,12 +1258,7 @@ fn fixing_a_down_service_by_reload_writes_the_ready_file() {
 
 #[test]
 fn removing_a_down_service_by_reload_writes_the_ready_file() {
-    let mut h = Harness::new(config(vec![
-        service("imap", 143, 1, None),
-        service("pop3", 110, 1, None),
-    ]));
-    h.failing_binds.insert("pop3".into());
-    h.feed(Input::Boot);
+    let mut h = booted_with_pop3_down();
     assert!(h.started && !h.ready);
     h.pending_config = Some(config(vec![service("imap", 143, 1, None)]));
     h.advance(Duration::from_millis(100));
@@ -1278,12 +1269,7 @@ fn removing_a_down_service_by_reload_writes_the_ready_file() {
 
 #[test]
 fn a_down_service_moved_to_a_busy_port_retries_the_new_port() {
-    let mut h = Harness::new(config(vec![
-        service("imap", 143, 1, None),
-        service("pop3", 110, 1, None),
-    ]));
-    h.failing_binds.insert("pop3".into());
-    h.feed(Input::Boot);
+    let mut h = booted_with_pop3_down();
     h.pending_config = Some(config(vec![
         service("imap", 143, 1, None),
         service("pop3", 1110, 1, None),
