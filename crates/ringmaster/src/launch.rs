@@ -146,9 +146,10 @@ impl Launcher {
     }
 
     /// Reads the configuration again for a reload. Invalid: every problem is logged, the
-    /// running setup stays as it was, and None is returned. Entries that are down are
-    /// logged; the supervisor keeps what runs under their names.
-    pub fn reload(&mut self) -> Option<Config> {
+    /// running setup stays as it was, and every problem (warnings included) is returned,
+    /// rendered with its file:line:col. Entries that are down are logged; the supervisor
+    /// keeps what runs under their names.
+    pub fn reload(&mut self) -> Result<Config, Vec<String>> {
         match prepare(&self.sources, &self.policy, &parse_env()) {
             Ok(prepared) => {
                 for (_, text) in render_capped(&prepared.warnings) {
@@ -163,7 +164,7 @@ impl Launcher {
                 );
                 let config = prepared.setup.config.clone();
                 self.setup = prepared.setup;
-                Some(config)
+                Ok(config)
             }
             Err(diags) => {
                 let failure = LoadError::from_diagnostics(&diags);
@@ -184,7 +185,11 @@ impl Launcher {
                     "reload rejected: the new configuration is invalid"
                 };
                 error!("{verdict}; still running the previous one");
-                None
+                Err(failure
+                    .problems
+                    .iter()
+                    .map(|(_, text)| text.trim_end().to_string())
+                    .collect())
             }
         }
     }

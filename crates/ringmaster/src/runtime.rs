@@ -444,9 +444,11 @@ impl Runtime {
             Action::Release { service, refuse } => self.release(service, refuse),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                None => self.feed(Input::ConfigRejected),
+                Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                Err(errors) => self.feed(Input::ConfigRejected { errors }),
             },
+            // Logged by the supervisor; the control socket and systemd will answer it.
+            Action::ReloadFinished(_) => {}
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Exit(code) => {
                 self.kill_escaped();

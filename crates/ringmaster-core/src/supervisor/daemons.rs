@@ -20,6 +20,8 @@ pub(super) struct Daemon {
     pub(super) ready: bool,
     /// What a reload decided it comes back as once it ends.
     pub(super) next: DaemonNext,
+    /// How many times it was started (for status).
+    pub(super) starts: u64,
 }
 
 /// A daemon's lifecycle: down (perhaps due for a start), or running (perhaps sent SIGTERM).
@@ -55,6 +57,23 @@ impl Daemon {
             quick_deaths: 0,
             ready: false,
             next: DaemonNext::Same,
+            starts: 0,
+        }
+    }
+
+    pub(super) fn status(&self) -> DaemonStatus {
+        let (pid, up_since, restart_at) = match self.run {
+            DaemonRun::Up {
+                pid, started_at, ..
+            } => (Some(pid), Some(started_at), None),
+            DaemonRun::Down { restart_at } => (None, None, restart_at),
+        };
+        DaemonStatus {
+            name: self.spec.name.clone(),
+            pid,
+            up_since,
+            restarts: self.starts.saturating_sub(1),
+            restart_at,
         }
     }
 

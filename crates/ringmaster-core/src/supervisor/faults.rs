@@ -26,7 +26,7 @@ pub(super) struct BindDown {
     pub(super) attempts: u32,
     /// The retry that counts: an entry of [`Faults::retries`] at another time is stale (the
     /// service was bound again in between).
-    retry_at: Option<Instant>,
+    pub(super) retry_at: Option<Instant>,
 }
 
 /// Start-up readiness and the bind retry schedule.

@@ -61,6 +61,7 @@ mod recycle;
 mod reload;
 pub mod schedule;
 mod start;
+mod status;
 mod stop;
 mod types;
 
@@ -69,6 +70,7 @@ mod tests;
 
 pub use faults::EXIT_BIND_FAILED;
 pub use schedule::{utc, LocalClock, LocalTime};
+pub use status::*;
 pub use types::*;
 
 use std::collections::{BTreeMap, HashMap};
@@ -264,11 +266,11 @@ impl Supervisor {
             Input::SpawnFailed { role, error } => self.on_spawn_failed(role, &error, now, &mut out),
             Input::Bound { service, families } => {
                 self.on_bound(service, families, &mut out);
-                self.on_reload_bind_answer(service, false, now, &mut out);
+                self.on_reload_bind_answer(service, None, now, &mut out);
             }
             Input::BindFailed { service, error } => {
                 self.on_bind_failed(service, &error, now, &mut out);
-                self.on_reload_bind_answer(service, true, now, &mut out);
+                self.on_reload_bind_answer(service, Some(&error), now, &mut out);
             }
             Input::DaemonReady { name } => self.on_daemon_ready(&name, now, &mut out),
             Input::DaemonNotReady { name, reason } => {
@@ -279,9 +281,10 @@ impl Supervisor {
             }
             Input::ReloadRequested => self.on_reload_requested(now, &mut out),
             Input::ConfigLoaded(config) => self.apply_reload(*config, now, &mut out),
-            Input::ConfigRejected => {
-                // The launcher said why (unreadable or invalid) and that the old one runs on.
+            Input::ConfigRejected { errors } => {
+                // The launcher logged why (unreadable or invalid) and that the old one runs on.
                 debug!("reload: configuration rejected");
+                self.on_config_rejected(errors, now, &mut out);
             }
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
@@ -378,6 +381,7 @@ impl Supervisor {
             }
             Role::Daemon { name } => {
                 if let Some(d) = self.daemons.iter_mut().find(|d| d.spec.name == name) {
+                    d.starts += 1;
                     d.run = DaemonRun::Up {
                         pid,
                         started_at: now.mono,

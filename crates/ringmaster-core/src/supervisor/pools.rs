@@ -117,6 +117,10 @@ pub(super) struct Pool {
     pub(super) announces: bool,
     /// What we last told the runtime about watching the listener.
     pub(super) watching: bool,
+    /// Counts for status and metrics.
+    pub(super) counters: PoolCounters,
+    /// Connections waiting when the listener was last seen readable.
+    pub(super) waiting: u32,
 }
 
 impl Pool {
@@ -131,6 +135,8 @@ impl Pool {
             times_throttled: 0,
             announces: false,
             watching: false,
+            counters: PoolCounters::default(),
+            waiting: 0,
         }
     }
 }
@@ -162,6 +168,9 @@ impl Supervisor {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        if let Some(p) = self.pools.get_mut(&pool) {
+            p.waiting = waiting;
+        }
         for _ in 0..waiting.max(1) {
             if !self.wants_watch(pool, now.mono) && !self.may_fork_for_waiting(pool, now.mono) {
                 break;
@@ -280,6 +289,15 @@ impl Supervisor {
                 .is_none_or(|s| s.retiring);
         let recycled = recycled || retired;
         let stopped = w.recycle.termed() || matches!(self.phase, Phase::Stopping { .. });
+        let reason = match status {
+            _ if recycled => ExitReason::Recycled,
+            _ if status.is_clean() => ExitReason::Normal,
+            ExitStatus::Code(_) => ExitReason::Crash,
+            ExitStatus::Signal { .. } => ExitReason::Signal,
+        };
+        if let Some(pool) = self.pools.get_mut(&w.pool) {
+            pool.counters.count_exit(reason);
+        }
         // Failures count only for workers we let be: not recycled, retired nor stopped.
         let ours = !stopped && !recycled && !w.recycle.hupped();
         if !status.is_clean() && !recycled {
@@ -447,6 +465,7 @@ impl Supervisor {
             return;
         };
         pool.in_flight += 1;
+        pool.counters.forks += 1;
         if rate > 0 {
             while pool
                 .recent_forks
@@ -472,6 +491,7 @@ impl Supervisor {
             .last_ready_fail
             .is_some_and(|t| now.mono.saturating_duration_since(t) <= READY_FAIL_INTERVAL);
         pool.ready_fails = if recent { pool.ready_fails + 1 } else { 1 };
+        pool.counters.ready_fails += 1;
         pool.last_ready_fail = Some(now.mono);
         if pool.ready_fails < MAX_READY_FAILS || pool.throttled_until.is_some() {
             return;

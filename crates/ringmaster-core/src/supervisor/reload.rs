@@ -42,8 +42,17 @@ pub(super) struct ReloadState {
     pub(super) pending: bool,
     /// When the last reload was applied.
     pub(super) applied_at: Option<Instant>,
-    /// While one is pending: when to look again whether the last one has settled.
+    /// While one is pending or settling: when to look again whether the last one settled.
     pub(super) recheck_at: Option<Instant>,
+    /// The last reload was applied and has not settled yet.
+    pub(super) settling: bool,
+    /// The number of the last reload started (its [`Action::LoadConfig`]).
+    pub(super) last_id: u64,
+    /// When the reload in progress started.
+    pub(super) started_at: Option<Instant>,
+    /// Binds of the reload in progress that failed.
+    pub(super) bind_errors: Vec<String>,
+    pub(super) counters: ReloadCounters,
 }
 
 impl Supervisor {
@@ -60,13 +69,85 @@ impl Supervisor {
                 return;
             }
         }
-        if self.reload_settled(now.mono) {
-            self.reload.pending = false;
-            out.push(Action::LoadConfig);
+        if self.reload.settling && self.reload_settled(now.mono) {
+            self.finish_settling(now, out);
+        }
+        if !self.reload.settling && self.reload_settled(now.mono) {
+            self.begin_load(now, out);
         } else {
             debug!("SIGHUP while the last reload settles: coalesced");
             self.reload.pending = true;
         }
+    }
+
+    /// The one place a reload starts: the config is read again.
+    fn begin_load(&mut self, now: Now, out: &mut Vec<Action>) {
+        self.reload.pending = false;
+        self.reload.last_id += 1;
+        self.reload.started_at = Some(now.mono);
+        self.reload.bind_errors.clear();
+        out.push(Action::LoadConfig);
+    }
+
+    /// The number of the reload that answers a request made just now: the one it started,
+    /// or, when it was coalesced (or came during start-up), the next one.
+    pub fn reload_answering_request(&self) -> u64 {
+        if self.reload.pending {
+            self.reload.last_id + 1
+        } else {
+            self.reload.last_id
+        }
+    }
+
+    /// The new configuration was refused: the reload ends here.
+    pub(super) fn on_config_rejected(
+        &mut self,
+        errors: Vec<String>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        self.finish_report(ReloadResult::Rejected { errors }, now, out);
+    }
+
+    fn finish_settling(&mut self, now: Now, out: &mut Vec<Action>) {
+        self.reload.settling = false;
+        let settled = self
+            .reload
+            .applied_at
+            .is_none_or(|t| now.mono < t + SETTLE_LIMIT);
+        let bind_errors = std::mem::take(&mut self.reload.bind_errors);
+        if settled {
+            info!(
+                "reload {} complete: every service has its workers ready",
+                self.reload.last_id
+            );
+        } else {
+            info!(
+                "reload {} complete: not every service had its workers ready within {} s",
+                self.reload.last_id,
+                SETTLE_LIMIT.as_secs()
+            );
+        }
+        self.finish_report(
+            ReloadResult::Applied {
+                bind_errors,
+                settled,
+            },
+            now,
+            out,
+        );
+    }
+
+    fn finish_report(&mut self, result: ReloadResult, now: Now, out: &mut Vec<Action>) {
+        let report = ReloadReport {
+            id: self.reload.last_id,
+            started: self.reload.started_at.take().unwrap_or(now.mono),
+            finished: now.mono,
+            result,
+            draining: self.draining_workers(),
+        };
+        self.reload.counters.record(report.clone());
+        out.push(Action::ReloadFinished(report));
     }
 
     /// A reload has settled when every current pool has its prefork of ready workers (those
@@ -101,6 +182,7 @@ impl Supervisor {
 
     pub(super) fn apply_reload(&mut self, mut new: Config, now: Now, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
+            self.reload.started_at = None;
             return;
         }
         let untouched = self.keep_unresolved(&mut new);
@@ -156,10 +238,14 @@ impl Supervisor {
     pub(super) fn on_reload_bind_answer(
         &mut self,
         key: ServiceKey,
-        failed: bool,
+        failed: Option<&str>,
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        let what = self
+            .services
+            .get(&key)
+            .map(|s| format!("{} on {}", s.spec.name, s.spec.listen));
         let Some(pending) = self.reload.applying.as_mut() else {
             return;
         };
@@ -168,8 +254,10 @@ impl Supervisor {
         if pending.binding.len() == before {
             return;
         }
-        if failed {
+        if let Some(error) = failed {
             pending.failed.push(key);
+            let what = what.unwrap_or_else(|| format!("service#{}", key.0));
+            self.reload.bind_errors.push(format!("{what}: {error}"));
         }
         self.finish_reload_if_bound(now, out);
     }
@@ -242,6 +330,8 @@ impl Supervisor {
         self.reload_events(&new, now);
         self.reload_daemons(&new, &untouched, now, out);
         self.config = new;
+        self.reload.settling = true;
+        self.reload.recheck_at = None;
         // The reload may have retired or replaced the services that held the ready file back.
         self.check_started(out);
     }
@@ -293,21 +383,30 @@ impl Supervisor {
         });
     }
 
-    /// A coalesced reload whose predecessor has settled; until then, look again shortly
-    /// (workers that never announce settle by age, which no event reports).
+    /// A reload that has settled is reported; a coalesced one whose predecessor has settled
+    /// starts. Until then, look again shortly: workers that never announce settle by age,
+    /// which no event reports, and looking on every event would cost a walk of every worker.
     pub(super) fn tick_reload(&mut self, now: Now, out: &mut Vec<Action>) {
-        if self.reload.pending {
-            if self.reload_settled(now.mono) {
-                self.reload.pending = false;
-                self.reload.recheck_at = None;
-                out.push(Action::LoadConfig);
-            } else {
-                let limit = self
-                    .reload
-                    .applied_at
-                    .map_or(now.mono, |t| t + SETTLE_LIMIT);
-                self.reload.recheck_at = Some(limit.min(now.mono + SETTLE_RECHECK));
+        if !self.reload.pending && !self.reload.settling {
+            return;
+        }
+        if self.reload.recheck_at.is_some_and(|t| now.mono < t) {
+            return;
+        }
+        if self.reload_settled(now.mono) {
+            self.reload.recheck_at = None;
+            if self.reload.settling {
+                self.finish_settling(now, out);
             }
+            if self.reload.pending {
+                self.begin_load(now, out);
+            }
+        } else {
+            let limit = self
+                .reload
+                .applied_at
+                .map_or(now.mono, |t| t + SETTLE_LIMIT);
+            self.reload.recheck_at = Some(limit.min(now.mono + SETTLE_RECHECK));
         }
     }
 
@@ -383,8 +482,10 @@ impl Supervisor {
         }
     }
 
-    /// While a reload is coalesced: when to look again whether the last one has settled.
+    /// While a reload settles or is coalesced: when to look again whether it has settled.
     pub(super) fn reload_deadline(&self) -> Option<Instant> {
-        self.reload.recheck_at.filter(|_| self.reload.pending)
+        self.reload
+            .recheck_at
+            .filter(|_| self.reload.pending || self.reload.settling)
     }
 }

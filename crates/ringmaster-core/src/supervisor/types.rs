@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use ringmaster_proto::RawNote;
 
+use super::status::ReloadReport;
 use crate::config::{Config, Listen, Proto, RunAs};
 
 pub type Pid = i32;
@@ -138,8 +139,9 @@ pub enum Input {
     ReloadRequested,
     /// The config asked for by [`Action::LoadConfig`], valid.
     ConfigLoaded(Box<Config>),
-    /// The config asked for by [`Action::LoadConfig`] was invalid (already logged).
-    ConfigRejected,
+    /// The config asked for by [`Action::LoadConfig`] was unreadable or invalid (already
+    /// logged); `errors`: each problem, rendered with its file:line:col.
+    ConfigRejected { errors: Vec<String> },
     /// SIGTERM/SIGINT (`graceful: false`) or SIGQUIT (`graceful: true`).
     Stop { graceful: bool },
 }
@@ -213,6 +215,9 @@ pub enum Action {
     Ready {
         all_listening: bool,
     },
+    /// A reload ended: the config was rejected, or it was applied and has settled (or the
+    /// settle cap ran out). Numbered as [`Supervisor::reload_answering_request`] says.
+    ReloadFinished(ReloadReport),
     /// Exit the master with this status (every child is gone).
     Exit(i32),
 }
