@@ -3,7 +3,7 @@
 //! Deliberately thin: every decision is the supervisor's. This file owns the descriptors
 //! (signalfd, epoll, listeners, status pipes, daemon ready pipes) and the spawn plumbing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
@@ -92,6 +92,9 @@ pub struct Runtime {
     /// Groups of the master's children, read once per batch of actions and only when one
     /// signals a group.
     child_groups: Option<HashSet<nix::unistd::Pid>>,
+    /// Inputs not yet handled: answers to actions (spawned pids, bound sockets, loaded
+    /// configs) wait here until every action of the input that asked for them is carried out.
+    queue: VecDeque<Input>,
 }
 
 /// Where a rate-limited log line comes from.
@@ -124,6 +127,7 @@ impl Runtime {
             on_ready,
             log_limit: RateLimiter::default(),
             child_groups: None,
+            queue: VecDeque::new(),
         })
     }
 
@@ -178,12 +182,27 @@ impl Runtime {
         self.exit_code.unwrap_or(0)
     }
 
+    /// Handles `input` and everything it leads to, one input at a time: all the actions of
+    /// one input are carried out before the next input (an answer to one of them, say) is
+    /// handled, so the supervisor is never re-entered.
     fn feed(&mut self, input: Input) {
-        let actions = self.sup.handle(input, Self::now());
-        self.child_groups = None;
-        for action in actions {
-            self.carry_out(action);
+        self.queue.push_back(input);
+        while let Some(input) = self.queue.pop_front() {
+            if self.exit_code.is_some() {
+                self.queue.clear();
+                return;
+            }
+            let actions = self.sup.handle(input, Self::now());
+            self.child_groups = None;
+            for action in actions {
+                self.carry_out(action);
+            }
         }
+    }
+
+    /// An action's outcome, for the supervisor once the actions before it are carried out.
+    fn answer(&mut self, input: Input) {
+        self.queue.push_back(input);
     }
 
     fn listener_readable(&mut self, pool: PoolId) {
@@ -385,8 +404,8 @@ impl Runtime {
                 let role = request.role.clone();
                 let outcome = self.spawn(&request);
                 match outcome {
-                    Ok(pid) => self.feed(Input::Spawned { role, pid }),
-                    Err(error) => self.feed(Input::SpawnFailed { role, error }),
+                    Ok(pid) => self.answer(Input::Spawned { role, pid }),
+                    Err(error) => self.answer(Input::SpawnFailed { role, error }),
                 }
             }
             Action::Signal { pid, signal } => {
@@ -411,7 +430,7 @@ impl Runtime {
                     .get_or_insert_with(sys::process::groups_of_children);
                 if !groups.contains(&pgid) {
                     debug!("process group {pgid} holds none of our children: not signalled");
-                    self.feed(Input::GroupGone { pgid: raw });
+                    self.answer(Input::GroupGone { pgid: raw });
                 } else if let Err(err) = sys::process::signal_group(pgid, signal) {
                     warn!("cannot send {signal} to process group {pgid}: {err}");
                 }
@@ -444,8 +463,8 @@ impl Runtime {
             Action::Release { service, refuse } => self.release(service, refuse),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
-                Err(errors) => self.feed(Input::ConfigRejected { errors }),
+                Ok(config) => self.answer(Input::ConfigLoaded(Box::new(config))),
+                Err(errors) => self.answer(Input::ConfigRejected { errors }),
             },
             // Logged by the supervisor; the control socket and systemd will answer it.
             Action::ReloadFinished(_) => {}

@@ -221,8 +221,9 @@ impl Supervisor {
             // "reload: new service" is logged once its bind has an outcome (faults.rs).
             binding.push(self.add_service(spec, releases.clone(), out));
         }
-        // Old services are retired only once every new bind has answered (the runtime
-        // answers each Bind before it carries out the next action).
+        // Old services are retired only once every new bind has answered: their sockets stay
+        // open for the binds to take over (the runtime carries out every Bind of this input
+        // before it hands back the first answer).
         self.reload.applying = Some(Box::new(PendingReload {
             config: new,
             untouched,

@@ -57,7 +57,7 @@ impl Runtime {
         let planned = match planned {
             Ok(p) => p,
             Err(err) => {
-                self.feed(Input::BindFailed {
+                self.answer(Input::BindFailed {
                     service,
                     error: err.to_string(),
                 });
@@ -157,12 +157,12 @@ impl Runtime {
             );
         }
         if families.is_empty() {
-            self.feed(Input::BindFailed {
+            self.answer(Input::BindFailed {
                 service,
                 error: "no usable listening socket".into(),
             });
         } else {
-            self.feed(Input::Bound { service, families });
+            self.answer(Input::Bound { service, families });
         }
     }
 
