@@ -30,10 +30,13 @@ pub(super) enum DaemonRun {
     /// Not running; (re)started at `restart_at` while the master runs. A start asked of the
     /// runtime and not answered yet is `Down { restart_at: None }`.
     Down { restart_at: Option<Instant> },
+    /// `term_at`: sent SIGTERM then (by a reload or the stop); `killed`: sent SIGKILL for
+    /// outstaying it by the stop timeout.
     Up {
         pid: Pid,
         started_at: Instant,
         term_at: Option<Instant>,
+        killed: bool,
     },
 }
 
@@ -44,8 +47,8 @@ pub(super) enum DaemonNext {
     Same,
     /// Started at once from the new config.
     Replace(DaemonEntry),
-    /// Gone from the config: forgotten. Final: a later reload that brings the name back
-    /// does not undo it, as before the lifecycle was an enum.
+    /// Gone from the config: forgotten. A later reload that brings the name back before it
+    /// ends makes it `Replace` again.
     Remove,
 }
 
@@ -203,7 +206,6 @@ impl Supervisor {
                 continue;
             }
             match new.daemons.iter().find(|n| n.name == d.spec.name) {
-                Some(_) if d.next == DaemonNext::Remove => {}
                 Some(spec) => d.next = DaemonNext::Replace(spec.clone()),
                 None => d.next = DaemonNext::Remove,
             }
@@ -214,12 +216,15 @@ impl Supervisor {
                 continue;
             }
             match &mut d.run {
+                // Told once: a storm of reloads must not push its SIGKILL back.
                 DaemonRun::Up { pid, term_at, .. } => {
-                    *term_at = Some(now.mono);
-                    out.push(Action::Signal {
-                        pid: *pid,
-                        signal: Sig::Term,
-                    });
+                    if term_at.is_none() {
+                        *term_at = Some(now.mono);
+                        out.push(Action::Signal {
+                            pid: *pid,
+                            signal: Sig::Term,
+                        });
+                    }
                 }
                 DaemonRun::Down { restart_at } => {
                     if let DaemonNext::Replace(spec) =
@@ -250,6 +255,35 @@ impl Supervisor {
         }
     }
 
+    /// Daemons that outstayed a SIGTERM (a reload's or a drain's) by the stop timeout get
+    /// SIGKILL, once; the stop's own SIGKILL is `kill_everything`'s.
+    pub(super) fn tick_stuck_daemons(&mut self, now: Now, out: &mut Vec<Action>) {
+        if matches!(self.phase, Phase::Stopping { .. } | Phase::Exited) {
+            return;
+        }
+        for d in &mut self.daemons {
+            if let DaemonRun::Up {
+                pid,
+                term_at: Some(term),
+                killed: killed @ false,
+                ..
+            } = &mut d.run
+            {
+                if now.mono >= *term + self.settings.stop_timeout {
+                    warn!(
+                        "daemon {} (pid {pid}) ignored SIGTERM: SIGKILL",
+                        d.spec.name
+                    );
+                    *killed = true;
+                    out.push(Action::Signal {
+                        pid: *pid,
+                        signal: Sig::Kill,
+                    });
+                }
+            }
+        }
+    }
+
     /// The next daemon restart (only while running, as `tick_daemons`), or SIGTERMed
     /// daemon's stop timeout; none once the master stops.
     pub(super) fn daemons_deadline(&self) -> Option<Instant> {
@@ -264,6 +298,7 @@ impl Supervisor {
                 }
                 DaemonRun::Up {
                     term_at: Some(term),
+                    killed: false,
                     ..
                 } => next = earliest(next, Some(term + self.settings.stop_timeout)),
                 _ => {}

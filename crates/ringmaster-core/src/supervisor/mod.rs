@@ -13,8 +13,10 @@
 //! - worker: `Starting` (forked; Cyrus counts it ready) -> `Ready` <-> `Busy` -> `Exiting`
 //!   (sent the exit note) -> reaped.
 //! - daemon (daemons.rs): `DaemonRun::Down { restart_at }` -> (spawned) `Up { pid, started_at,
-//!   term_at }` -> (SIGTERM by a reload or the stop: `term_at` set) -> (exit) `Down`, restarted
-//!   with back-off, or at once as `DaemonNext::Replace` says, or forgotten on `Remove`.
+//!   term_at, killed }` -> (SIGTERM by a reload or the stop: `term_at` set; SIGKILL after the
+//!   stop timeout: `killed`) -> (exit) `Down`, restarted with back-off, or at once as
+//!   `DaemonNext::Replace` says, or forgotten on `Remove` (which a later reload that brings
+//!   it back turns into `Replace`).
 //! - pool generations: a reload bumps the generation; only current-generation workers count
 //!   as ready; older ones get SIGHUP, then SIGTERM and SIGKILL if they outstay the drain.
 //!
@@ -389,6 +391,7 @@ impl Supervisor {
                         pid,
                         started_at: now.mono,
                         term_at: None,
+                        killed: false,
                     };
                     info!("started daemon {name} as pid {pid}");
                 }
@@ -491,11 +494,13 @@ impl Supervisor {
 
     // ----- timers ---------------------------------------------------------------------
 
-    /// Every deadline that has passed, each thing's own in its file: the stop's and recycled
-    /// workers' always; throttled pools', daemons', events' and reloads' only while running.
+    /// Every deadline that has passed, each thing's own in its file: the stop's, recycled
+    /// workers' and SIGTERMed daemons' always; throttled pools', daemon restarts', events' and
+    /// reloads' only while running.
     fn on_timers(&mut self, now: Now, out: &mut Vec<Action>) {
         self.tick_stop(now, out);
         self.tick_recycled_workers(now, out);
+        self.tick_stuck_daemons(now, out);
         if self.phase != Phase::Running {
             return;
         }

@@ -1059,6 +1059,64 @@ fn a_reload_leaves_a_running_daemon_it_cannot_resolve_untouched() {
     assert_eq!(h.spawned.len(), 1);
 }
 
+#[test]
+fn a_daemon_removed_then_added_back_before_it_ends_starts_again() {
+    let daemon = |cmdline: &str| DaemonEntry {
+        name: "notifier".into(),
+        cmd: cmd(cmdline),
+        wait: false,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    };
+    let mut c = config(vec![]);
+    c.daemons.push(daemon("notifier"));
+    let mut h = Harness::booted(c);
+    let pid = h.spawned[0].0;
+    h.pending_config = Some(config(vec![]));
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.signals_to(pid), vec![Sig::Term]);
+    // Added back (with another command) while it is still on its way out.
+    let mut back = config(vec![]);
+    back.daemons.push(daemon("notifier -v"));
+    h.pending_config = Some(back);
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.signals_to(pid), vec![Sig::Term], "SIGTERM once is enough");
+    h.exit(pid, ExitStatus::Code(0));
+    assert_eq!(h.spawned.len(), 2, "started again at once");
+    assert_eq!(h.spawned[1].1.argv, vec!["notifier", "-v"]);
+    assert!(h.sup.children().contains(&h.spawned[1].0));
+}
+
+#[test]
+fn a_daemon_that_ignores_a_reloads_sigterm_is_killed_and_leaves_no_deadline_in_the_past() {
+    let mut c = config(vec![]);
+    c.daemons.push(DaemonEntry {
+        name: "notifier".into(),
+        cmd: cmd("notifier"),
+        wait: false,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    });
+    let mut h = Harness::booted(c.clone());
+    let pid = h.spawned[0].0;
+    h.pending_config = Some(c);
+    h.feed(Input::ReloadRequested);
+    assert_eq!(h.signals_to(pid), vec![Sig::Term]);
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.signals_to(pid), vec![Sig::Term, Sig::Kill]);
+    assert!(h.sup.next_deadline().is_none_or(|d| d > h.now.mono));
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.signals_to(pid), vec![Sig::Term, Sig::Kill], "killed once");
+    h.exit(
+        pid,
+        ExitStatus::Signal {
+            signal: 9,
+            core: false,
+        },
+    );
+    assert_eq!(h.spawned.len(), 2, "its replacement starts at once");
+}
+
 fn exit_leaving_group(h: &mut Harness, pid: Pid) {
     h.feed(Input::Exited {
         pid,
