@@ -24,7 +24,7 @@ pub use config::{
 };
 pub use ratelimit::{escape, RateLimiter, Verdict};
 pub use supervisor::{
-    utc, Action, ChildFds, ExitStatus, Input, LocalClock, LocalTime, Now, Pid, PoolId, Role,
-    ServiceKey, Settings, Sig, SpawnRequest, Supervisor, EXIT_BIND_FAILED, EXIT_CONFIG,
-    EXIT_START_FAILED,
+    handover, readiness, utc, Action, ChildFds, ExitStatus, Input, LocalClock, LocalTime, Now, Pid,
+    PoolId, Readiness, Role, ServiceKey, Settings, Sig, SpawnRequest, Supervisor, EXIT_BIND_FAILED,
+    EXIT_CONFIG, EXIT_START_FAILED,
 };

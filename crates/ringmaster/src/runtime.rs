@@ -10,12 +10,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use ringmaster_proto::{RawNote, DAEMON_READY, NOTE_LEN};
+use ringmaster_proto::{RawNote, NOTE_LEN};
 use tracing::{debug, error, info, warn};
 
 use ringmaster_core::{
-    escape, Action, ChildFds, ExitStatus, Input, Listen, Now, PoolId, Proto, RateLimiter, Role,
-    ServiceKey, Sig, Supervisor, Verdict,
+    escape, readiness, Action, ChildFds, ExitStatus, Input, Listen, Now, PoolId, Proto,
+    RateLimiter, Readiness, Role, ServiceKey, Sig, Supervisor, Verdict,
 };
 
 use crate::launch::Launcher;
@@ -361,33 +361,17 @@ impl Runtime {
             }
         };
         let name = pipe.name.clone();
-        let verdict = if pipe.got.starts_with(DAEMON_READY) {
-            Some(Ok(()))
-        } else if eof || pipe.got.len() >= DAEMON_READY.len() {
-            // Quote only the start: a daemon may write any amount of anything.
-            let shown = pipe.got.get(..32).unwrap_or(&pipe.got);
-            Some(Err(format!(
-                "expected \"ok\\r\\n\" on fd 3, got {:?}{}{}",
-                String::from_utf8_lossy(shown),
-                if shown.len() < pipe.got.len() {
-                    "..."
-                } else {
-                    ""
-                },
-                if eof { " and end of file" } else { "" }
-            )))
-        } else {
-            None
-        };
-        let Some(verdict) = verdict else {
+        let verdict = readiness(&pipe.got, eof);
+        if verdict == Readiness::Waiting {
             return;
-        };
+        }
         if let Some(pipe) = self.daemon_pipes.remove(&token) {
             let _ = self.poller.delete(pipe.read.as_fd());
         }
         match verdict {
-            Ok(()) => self.feed(Input::DaemonReady { name }),
-            Err(reason) => self.feed(Input::DaemonNotReady { name, reason }),
+            Readiness::Ready => self.feed(Input::DaemonReady { name }),
+            Readiness::NotReady(reason) => self.feed(Input::DaemonNotReady { name, reason }),
+            Readiness::Waiting => {}
         }
     }
 

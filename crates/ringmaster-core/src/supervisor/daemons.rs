@@ -52,6 +52,37 @@ pub(super) enum DaemonNext {
     Remove,
 }
 
+/// What a `wait=y` daemon has said on its ready pipe so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not enough bytes yet to tell.
+    Waiting,
+    /// It said "ok\r\n".
+    Ready,
+    /// It said something else, or closed the pipe first; the reason is for the log.
+    NotReady(String),
+}
+
+/// Judges the bytes a `wait=y` daemon wrote on fd 3 (`eof`: it closed the pipe). The runtime
+/// reads, this decides; anything but a verdict of [`Readiness::Waiting`] ends the watch.
+pub fn readiness(got: &[u8], eof: bool) -> Readiness {
+    let ready = ringmaster_proto::DAEMON_READY;
+    if got.starts_with(ready) {
+        return Readiness::Ready;
+    }
+    if !eof && got.len() < ready.len() {
+        return Readiness::Waiting;
+    }
+    // Quote only the start: a daemon may write any amount of anything.
+    let shown = got.get(..32).unwrap_or(got);
+    Readiness::NotReady(format!(
+        "expected \"ok\\r\\n\" on fd 3, got {:?}{}{}",
+        String::from_utf8_lossy(shown),
+        if shown.len() < got.len() { "..." } else { "" },
+        if eof { " and end of file" } else { "" }
+    ))
+}
+
 impl Daemon {
     pub(super) fn new(spec: DaemonEntry, restart_at: Option<Instant>) -> Self {
         Self {

@@ -60,6 +60,7 @@
 mod daemons;
 mod events;
 mod faults;
+pub mod handover;
 mod leftovers;
 mod pools;
 mod recycle;
@@ -73,6 +74,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use daemons::{readiness, Readiness};
 pub use faults::EXIT_BIND_FAILED;
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;

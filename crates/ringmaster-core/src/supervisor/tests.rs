@@ -1562,3 +1562,19 @@ fn a_coalesced_request_is_answered_by_the_next_reload() {
     let ids: Vec<u64> = h.reloads.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 2]);
 }
+
+#[test]
+fn a_wait_daemons_ready_line_is_judged_on_its_bytes() {
+    assert_eq!(readiness(b"", false), Readiness::Waiting);
+    assert_eq!(readiness(b"ok\r", false), Readiness::Waiting);
+    assert_eq!(readiness(b"ok\r\n", false), Readiness::Ready);
+    assert_eq!(readiness(b"ok\r\nmore", true), Readiness::Ready);
+    let Readiness::NotReady(reason) = readiness(b"ok", true) else {
+        panic!("end of file before the line is no")
+    };
+    assert!(reason.ends_with("got \"ok\" and end of file"), "{reason}");
+    let Readiness::NotReady(reason) = readiness(&[b'x'; 100], false) else {
+        panic!("garbage is no")
+    };
+    assert!(reason.contains(&format!("{}\"...", "x".repeat(32))), "{reason}");
+}

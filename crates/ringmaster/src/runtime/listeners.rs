@@ -1,6 +1,8 @@
 //! The listening sockets of the loop: binding a service's addresses (taking over the sockets
 //! a reload retires), watching them for connections, and releasing them.
 
+use ringmaster_core::handover::{self, SocketIdentity};
+
 use super::*;
 
 impl Runtime {
@@ -12,9 +14,8 @@ impl Runtime {
         proto: Proto,
         take_over: &[ServiceKey],
     ) {
-        // Sockets follow addresses, not entries: an address that a socket of a service being
-        // retired by this reload already serves is taken over (whatever the entry's name,
-        // `listen=` spelling or `proto=`), so an edit that keeps a port never refuses.
+        // Which of the retiring services' sockets this bind may take over, share a port with
+        // or keep is the core's decision (`handover`); here are only the syscalls.
         let mut candidates: Vec<Rc<Listener>> = Vec::new();
         for (id, io) in &self.pools {
             if take_over.contains(&id.service)
@@ -23,35 +24,25 @@ impl Runtime {
                 candidates.push(io.listener.clone());
             }
         }
+        let retiring: Vec<Option<SocketIdentity>> =
+            candidates.iter().map(|l| l.identity.clone()).collect();
         let planned = sys::net::bind_listeners_reusing(
             &listen,
             proto,
             self.backlog,
+            |identity| handover::take_over(identity, &retiring),
             |identity| {
-                candidates
-                    .iter()
-                    .position(|l| l.identity.as_ref() == Some(identity))
-            },
-            |identity| {
-                // A wildcard and a specific address of one port side by side while a reload
-                // widens or narrows `listen=`: both need SO_REUSEPORT. Only against sockets
-                // this reload retires: any other overlap is a clash, refused as in Cyrus.
-                let mut overlapping = false;
-                for l in &candidates {
-                    if l.identity
-                        .as_ref()
-                        .is_some_and(|other| sys::net::overlaps(identity, other))
-                    {
-                        overlapping = true;
-                        if let Err(err) = sys::net::allow_port_sharing(l.fd.as_fd()) {
-                            warn!(
-                                "{name}: cannot share the port of {}: {err}",
-                                identity.address
-                            );
-                        }
+                let sharers = handover::port_sharers(identity, &retiring);
+                for &i in &sharers {
+                    let Some(l) = candidates.get(i) else { continue };
+                    if let Err(err) = sys::net::allow_port_sharing(l.fd.as_fd()) {
+                        warn!(
+                            "{name}: cannot share the port of {}: {err}",
+                            identity.address
+                        );
                     }
                 }
-                overlapping
+                !sharers.is_empty()
             },
         );
         let planned = match planned {
@@ -65,6 +56,7 @@ impl Runtime {
             }
         };
         let mut listeners: Vec<(u8, Rc<Listener>)> = Vec::new();
+        let mut taken = Vec::new();
         for p in planned {
             match p {
                 sys::net::Planned::Bound(b) => {
@@ -90,33 +82,27 @@ impl Runtime {
                                 identity.address
                             );
                         }
+                        taken.push(reused);
                         listeners.push((family_index, l.clone()));
                     }
                 }
             }
         }
-        // A specific address the retiring entry served that a new wildcard of this entry
-        // covers goes on serving under this entry: closing it would reset the connections
-        // in its queue, which Linux gives it rather than the wildcard.
+        let serving: Vec<Option<SocketIdentity>> =
+            listeners.iter().map(|(_, l)| l.identity.clone()).collect();
         let mut next_index = listeners.len();
-        for old in &candidates {
-            let Some(old_identity) = &old.identity else {
+        for i in handover::keep_covered(&serving, &retiring, &taken) {
+            let Some(old) = candidates.get(i) else {
                 continue;
             };
-            let taken = listeners.iter().any(|(_, l)| Rc::ptr_eq(l, old));
-            let covered = listeners.iter().any(|(_, l)| {
-                l.identity
-                    .as_ref()
-                    .is_some_and(|wide| sys::net::covers(wide, old_identity))
-            });
-            if !taken && covered {
+            if let Some(identity) = &old.identity {
                 info!(
                     "{name}: keeping the open socket on {}, which it covers",
-                    old_identity.address
+                    identity.address
                 );
-                listeners.push((u8::try_from(next_index).unwrap_or(u8::MAX), old.clone()));
-                next_index += 1;
             }
+            listeners.push((u8::try_from(next_index).unwrap_or(u8::MAX), old.clone()));
+            next_index += 1;
         }
         let mut families = Vec::new();
         for (family, listener) in listeners {
@@ -198,16 +184,20 @@ impl Runtime {
                 continue;
             };
             let _ = self.poller.delete(io.status_read.as_fd());
-            // Still used by another service (a reload handed it over): keep it open. A socket
-            // whose connections now go to an overlapping socket of ours (a reload narrowed a
-            // wildcard) is not shut down under its queue: it closes with its last worker.
-            let superseded = self.overlapped(&io.listener);
-            if Rc::strong_count(&io.listener) == 1 && refuse && !superseded {
+            let others = self
+                .pools
+                .values()
+                .filter(|other| !Rc::ptr_eq(&other.listener, &io.listener))
+                .map(|other| other.listener.identity.as_ref());
+            let overlapped = handover::overlapped(io.listener.identity.as_ref(), others);
+            let still_used = Rc::strong_count(&io.listener) > 1;
+            let plan = handover::release(still_used, refuse, overlapped);
+            if plan.stop_listening {
                 if let Err(err) = sys::net::pause_listener(io.listener.fd.as_fd()) {
                     debug!("stop listening: {err}");
                 }
             }
-            if Rc::strong_count(&io.listener) == 1 {
+            if plan.remove_path {
                 if let Listen::Unix(path) = &io.listener.listen {
                     let _ = std::fs::remove_file(path);
                 }
@@ -215,20 +205,5 @@ impl Runtime {
             // The status pipe's read end goes with `io`; workers still writing get EPIPE,
             // which Cyrus's workers ignore.
         }
-    }
-
-    /// Another open socket of ours takes connections for this one's port and family.
-    pub(super) fn overlapped(&self, listener: &Rc<Listener>) -> bool {
-        let Some(identity) = &listener.identity else {
-            return false;
-        };
-        self.pools.values().any(|io| {
-            !Rc::ptr_eq(&io.listener, listener)
-                && io
-                    .listener
-                    .identity
-                    .as_ref()
-                    .is_some_and(|other| sys::net::overlaps(identity, other))
-        })
     }
 }

@@ -3,17 +3,16 @@
 //! identities (kind and bound address). The runtime records the [`socket_identity`] of every
 //! socket it binds; on reload, [`bind_listeners_reusing`] asks it, address by address, for an
 //! open socket with the same identity (kept instead of bound again) and whether a new socket
-//! [`overlaps`] one already open (then both get SO_REUSEPORT).
+//! overlaps one already open (then both get SO_REUSEPORT); the core's `handover` answers.
 //!
 //! Every socket is close-on-exec and blocking: the open file description is shared with the
 //! workers, which expect a blocking `accept` on fd 4.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::stat::{umask, Mode};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -32,45 +31,8 @@ pub struct BoundListener {
     pub local: String,
 }
 
-/// Whether a socket carries a stream or datagrams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SocketKind {
-    /// SOCK_STREAM (tcp, unix stream).
-    Stream,
-    /// SOCK_DGRAM (udp, unix datagram).
-    Datagram,
-    /// Anything else, by its SO_TYPE value.
-    Other(i32),
-}
-
-/// Where a socket is bound.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum SocketAddress {
-    /// An IPv4 or IPv6 address and port.
-    Inet(SocketAddr),
-    /// A unix socket path.
-    Unix(PathBuf),
-}
-
-/// What makes two listening sockets interchangeable: their kind and bound address. The
-/// [`socket_identity`] of an open socket equal to one of the [`planned_identities`] of a
-/// configuration entry means the socket can serve that entry (see [`bind_listeners_reusing`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SocketIdentity {
-    /// Stream or datagram.
-    pub kind: SocketKind,
-    /// The bound address.
-    pub address: SocketAddress,
-}
-
-impl fmt::Display for SocketAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SocketAddress::Inet(addr) => write!(f, "{addr}"),
-            SocketAddress::Unix(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
+// Identities are plain data, and what they mean for a reload is decided in the core.
+pub use ringmaster_core::handover::{SocketAddress, SocketIdentity, SocketKind};
 
 /// Bind the sockets of one service entry, in CYRUS_ID order.
 ///
@@ -186,33 +148,8 @@ pub fn bind_listeners(
     )
 }
 
-/// Whether two listening sockets compete for the same connections without being the same
-/// address: one port, one family, one kind, and one of them the wildcard (Linux sends a
-/// connection to the most specific of them). Binding both needs SO_REUSEPORT on both.
-pub fn overlaps(a: &SocketIdentity, b: &SocketIdentity) -> bool {
-    let (SocketAddress::Inet(x), SocketAddress::Inet(y)) = (&a.address, &b.address) else {
-        return false;
-    };
-    a.kind == b.kind
-        && x.port() == y.port()
-        && x.is_ipv4() == y.is_ipv4()
-        && x.ip() != y.ip()
-        && (x.ip().is_unspecified() || y.ip().is_unspecified())
-}
-
-/// Whether `wide` (a wildcard) serves every connection `narrow` (a specific address on the
-/// same port, family and kind) would: then `narrow` can go on serving under `wide`'s entry.
-pub fn covers(wide: &SocketIdentity, narrow: &SocketIdentity) -> bool {
-    match (&wide.address, &narrow.address) {
-        (SocketAddress::Inet(w), SocketAddress::Inet(_)) => {
-            w.ip().is_unspecified() && overlaps(wide, narrow)
-        }
-        _ => false,
-    }
-}
-
 /// Let another socket of the master bind an address overlapping this one's (see
-/// [`overlaps`]). Only sockets of the same (root) user can then join the port.
+/// `handover::overlaps`). Only sockets of the same (root) user can then join the port.
 pub fn allow_port_sharing(fd: BorrowedFd<'_>) -> io::Result<()> {
     SockRef::from(&fd).set_reuse_port(true)
 }
