@@ -24,7 +24,7 @@ pub use config::{
 };
 pub use ratelimit::{escape, RateLimiter, Verdict};
 pub use supervisor::{
-    handover, readiness, utc, Action, ChildFds, ExitStatus, Input, LocalClock, LocalTime, Now, Pid,
-    PoolId, Readiness, Role, ServiceKey, Settings, Sig, SpawnRequest, Supervisor, EXIT_BIND_FAILED,
-    EXIT_CONFIG, EXIT_START_FAILED,
+    handover, readiness, utc, Action, ChildFds, ExitStatus, Field, Input, Level, LocalClock,
+    LocalTime, LogEvent, LogRecord, Now, Pid, PoolId, Readiness, Role, ServiceKey, Settings, Sig,
+    SpawnRequest, Supervisor, EXIT_BIND_FAILED, EXIT_CONFIG, EXIT_START_FAILED,
 };

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use ringmaster_core::{Field, LogRecord};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -156,9 +157,70 @@ pub fn init(target: Target, verbose: u8) {
     };
 }
 
+/// A field's value as printed: bare when it is one word, else quoted (`status="signal 9"`).
+struct Value<'a>(&'a str);
+
+impl std::fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bare = !self.0.is_empty()
+            && !self
+                .0
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
+        if bare {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
+/// Prints one of the core's log records: its line, then `event=<kind>` and its fields, so
+/// that readers and tests can match the kind rather than the wording.
+pub fn print(record: &LogRecord) {
+    let field = |f: Field| record.field(f).map(|v| tracing::field::display(Value(v)));
+    // tracing wants the level and the field names fixed at each call site: one per level,
+    // each with every field (an absent one prints nothing).
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                event = %record.event.name(),
+                service = field(Field::Service),
+                family = field(Field::Family),
+                entry = field(Field::Entry),
+                pid = field(Field::Pid),
+                pgid = field(Field::Pgid),
+                status = field(Field::Status),
+                listen = field(Field::Listen),
+                error = field(Field::Error),
+                count = field(Field::Count),
+                seconds = field(Field::Seconds),
+                reload = field(Field::Reload),
+                "{}",
+                record.message
+            )
+        };
+    }
+    match record.level {
+        ringmaster_core::Level::Error => emit!(Level::ERROR),
+        ringmaster_core::Level::Warn => emit!(Level::WARN),
+        ringmaster_core::Level::Info => emit!(Level::INFO),
+        ringmaster_core::Level::Debug => emit!(Level::DEBUG),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_word_values_print_bare_and_others_quoted() {
+        assert_eq!(Value("imap").to_string(), "imap");
+        assert_eq!(Value("signal 9").to_string(), "\"signal 9\"");
+        assert_eq!(Value("").to_string(), "\"\"");
+        assert_eq!(Value("a=b").to_string(), "\"a=b\"");
+    }
 
     #[test]
     fn control_characters_are_escaped_but_newlines_and_tabs_kept() {

@@ -453,6 +453,7 @@ impl Runtime {
             // Logged by the supervisor; the control socket and systemd will answer it.
             Action::ReloadFinished(_) => {}
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
+            Action::Log(record) => crate::logging::print(&record),
             Action::Exit(code) => {
                 self.kill_escaped();
                 self.pools.clear();

@@ -226,7 +226,7 @@ fn a_reload_whose_new_address_cannot_be_bound_keeps_the_old_one_serving() {
     m.rewrite_conf(&entry("imap", &format!("127.0.0.1:{taken}"), "", "after"));
     m.signal(Signal::SIGHUP);
     assert!(
-        wait_until(WAIT, || m.log_text().contains("keeps serving")),
+        m.wait_logged("reload_kept_previous", &["service=imap"]),
         "{}",
         m.log_text()
     );
@@ -258,7 +258,7 @@ fn a_busy_old_worker_is_not_told_to_exit_before_its_replacement_is_ready() {
     // next client waiting for it.
     m.rewrite_conf(&one("step_new --start-delay-ms 3000"));
     m.signal(Signal::SIGHUP);
-    assert!(wait_until(WAIT, || m.log_text().contains("reloading")));
+    assert!(m.wait_logged("reload_applying", &[]));
     assert_eq!(ask(&mut busy, "QUIT"), "* BYE");
     drop(busy);
     // The old worker finished its client and serves the next one at once.

@@ -92,7 +92,7 @@ fn a_worker_exiting_0_at_once_is_throttled() {
     );
     let mut m = Start::new(&dir, &conf).start();
     assert!(
-        m.wait_log("too many failures for service quitter"),
+        m.wait_logged("pool_throttled", &["service=quitter"]),
         "never throttled; log:\n{}",
         m.log_text()
     );
@@ -171,7 +171,7 @@ fn double_forking_workers_leave_a_bounded_number_of_processes_all_gone_at_stop()
     // 16 groups kept, a few workers and killed groups not reaped yet; unbounded, the 80
     // leftovers would all be there. Loose, since a loaded machine reaps later.
     assert!(most <= 40, "{most} children of the master at once");
-    assert!(m.log_text().contains("left processes behind"));
+    assert!(logged(&m.log_text(), "left_behind", &[]));
     let left: BTreeSet<i32> = m.children().into_iter().filter(|&p| !gone(p)).collect();
     m.signal(Signal::SIGTERM);
     assert_eq!(m.wait_exit(WAIT).map(|s| s.code()), Some(Some(0)));
@@ -301,7 +301,7 @@ fn a_group_left_behind_that_empties_unseen_is_not_signalled_by_its_old_number() 
             .and_then(|s| s.trim().parse::<i32>().ok())
     };
     assert!(
-        m.wait_log("left processes behind"),
+        m.wait_logged("left_behind", &[]),
         "the worker left nothing behind:\n{}",
         m.log_text()
     );

@@ -111,7 +111,7 @@ fn crashing_service_is_throttled_and_refuses() {
     );
     let m = Start::new(&dir, &conf).start();
     assert!(
-        m.wait_log("too many failures for service bad"),
+        m.wait_logged("pool_throttled", &["service=bad"]),
         "{}",
         m.log_text()
     );
@@ -439,8 +439,7 @@ fn two_services_on_one_port_the_first_wins_and_the_master_runs_on() {
     assert!(m.wait_log("ready for work"), "{}", m.log_text());
     assert!(!m.ready.exists(), "no ready file while a service is down");
     assert!(
-        m.log_text()
-            .contains("unable to create second listener socket"),
+        logged(&m.log_text(), "bind_failed", &["service=second"]),
         "{}",
         m.log_text()
     );

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tracing::{error, info, warn};
-
 use super::*;
 use crate::config::{Config, DaemonEntry};
 
@@ -181,7 +179,13 @@ impl Supervisor {
         }
         match std::mem::replace(&mut d.next, DaemonNext::Same) {
             DaemonNext::Remove => {
-                info!("daemon {name} stopped (removed from the configuration)");
+                self.logs
+                    .info(
+                        LogEvent::DaemonRemoved,
+                        format!("daemon {name} stopped (removed from the configuration)"),
+                    )
+                    .with(Field::Entry, &name)
+                    .with(Field::Status, status);
                 self.daemons.remove(index);
                 return;
             }
@@ -194,7 +198,13 @@ impl Supervisor {
             DaemonNext::Same => {}
         }
         if waiting && d.spec.wait && !d.ready {
-            error!("daemon {name} exited ({status}) before saying it was ready");
+            self.logs
+                .error(
+                    LogEvent::DaemonNotReady,
+                    format!("daemon {name} exited ({status}) before saying it was ready"),
+                )
+                .with(Field::Entry, &name)
+                .with(Field::Status, status);
             self.begin_stop(now, EXIT_CONFIG, out);
             return;
         }
@@ -208,17 +218,26 @@ impl Supervisor {
         } else {
             daemon_backoff(d.quick_deaths)
         };
-        warn!(
-            "daemon {name} ended with {status}; restarting in {:.1}s",
-            delay.as_secs_f64()
-        );
+        self.logs
+            .warn(
+                LogEvent::DaemonEnded,
+                format!(
+                    "daemon {name} ended with {status}; restarting in {:.1}s",
+                    delay.as_secs_f64()
+                ),
+            )
+            .with(Field::Entry, &name)
+            .with(Field::Status, status)
+            .with(Field::Seconds, format!("{:.1}", delay.as_secs_f64()));
         d.restart_at(Some(now.mono + delay));
     }
 
     pub(super) fn on_daemon_ready(&mut self, name: &str, now: Now, out: &mut Vec<Action>) {
         if let Some(d) = self.daemons.iter_mut().find(|d| d.spec.name == name) {
             d.ready = true;
-            info!("daemon {name} is ready");
+            self.logs
+                .info(LogEvent::DaemonReady, format!("daemon {name} is ready"))
+                .with(Field::Entry, name);
         }
         self.finish_start_if_daemons_ready(now, out);
     }
@@ -301,10 +320,16 @@ impl Supervisor {
             } = &mut d.run
             {
                 if now.mono >= *term + self.settings.stop_timeout {
-                    warn!(
-                        "daemon {} (pid {pid}) ignored SIGTERM: SIGKILL",
-                        d.spec.name
-                    );
+                    self.logs
+                        .warn(
+                            LogEvent::DaemonKilled,
+                            format!(
+                                "daemon {} (pid {pid}) ignored SIGTERM: SIGKILL",
+                                d.spec.name
+                            ),
+                        )
+                        .with(Field::Entry, &d.spec.name)
+                        .with(Field::Pid, *pid);
                     *killed = true;
                     out.push(Action::Signal {
                         pid: *pid,

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tracing::info;
-
 use super::*;
 use crate::config::{Config, EventEntry, Schedule};
 
@@ -65,7 +63,12 @@ impl Supervisor {
             }
             return;
         }
-        info!("running event {}: {}", event.spec.name, event.spec.cmd);
+        self.logs
+            .info(
+                LogEvent::EventRun,
+                format!("running event {}: {}", event.spec.name, event.spec.cmd),
+            )
+            .with(Field::Entry, &event.spec.name);
         out.push(Action::Spawn(SpawnRequest {
             role: Role::Event {
                 name: event.spec.name.clone(),

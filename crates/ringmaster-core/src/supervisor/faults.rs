@@ -6,9 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
-
-use super::{Action, Now, Phase, ServiceKey, Supervisor};
+use super::{Action, Field, LogEvent, Now, Phase, ServiceKey, Supervisor};
 use crate::config::Config;
 
 /// First retry of a failed bind; the pause doubles with each failure, up to
@@ -73,12 +71,25 @@ impl Supervisor {
         let (name, listen) = (service.spec.name.clone(), service.spec.listen.clone());
         let was_down = service.down.take();
         if let Some(down) = &was_down {
-            info!(
-                "{name}: listening on {listen} after {} failed attempts; the service is up",
-                down.attempts
-            );
+            self.logs
+                .info(
+                    LogEvent::ServiceUp,
+                    format!(
+                        "{name}: listening on {listen} after {} failed attempts; the service is up",
+                        down.attempts
+                    ),
+                )
+                .with(Field::Service, &name)
+                .with(Field::Listen, &listen)
+                .with(Field::Count, down.attempts);
         } else if first && announced && !service.retiring {
-            info!("reload: new service {name} on {listen}");
+            self.logs
+                .info(
+                    LogEvent::ReloadNewService,
+                    format!("reload: new service {name} on {listen}"),
+                )
+                .with(Field::Service, &name)
+                .with(Field::Listen, &listen);
         }
         if first && !announced {
             self.faults.awaiting = self.faults.awaiting.saturating_sub(1);
@@ -113,10 +124,17 @@ impl Supervisor {
         });
         let (name, listen) = (&service.spec.name, &service.spec.listen);
         if fatal {
-            error!(
-                "unable to create {name} listener socket on {listen}: {err}; \
-                 master_bind_errors_fatal is set: exiting"
-            );
+            self.logs
+                .error(
+                    LogEvent::BindFailedFatal,
+                    format!(
+                        "unable to create {name} listener socket on {listen}: {err}; \
+                         master_bind_errors_fatal is set: exiting"
+                    ),
+                )
+                .with(Field::Service, name)
+                .with(Field::Listen, listen)
+                .with(Field::Error, err);
             self.begin_stop(now, EXIT_BIND_FAILED, out);
             return;
         }
@@ -129,16 +147,33 @@ impl Supervisor {
             } else {
                 format!("unable to create {name} listener socket on {listen}")
             };
-            error!(
-                "{what}: {err}; the service is down, trying again in {}s",
-                delay.as_secs()
-            );
+            self.logs
+                .error(
+                    LogEvent::BindFailed,
+                    format!(
+                        "{what}: {err}; the service is down, trying again in {}s",
+                        delay.as_secs()
+                    ),
+                )
+                .with(Field::Service, name)
+                .with(Field::Listen, listen)
+                .with(Field::Error, err)
+                .with(Field::Seconds, delay.as_secs());
         } else {
-            warn!(
-                "{name}: still cannot listen on {listen} ({attempts} attempts): {err}; \
-                 trying again in {}s",
-                delay.as_secs()
-            );
+            self.logs
+                .warn(
+                    LogEvent::BindStillFailing,
+                    format!(
+                        "{name}: still cannot listen on {listen} ({attempts} attempts): {err}; \
+                         trying again in {}s",
+                        delay.as_secs()
+                    ),
+                )
+                .with(Field::Service, name)
+                .with(Field::Listen, listen)
+                .with(Field::Error, err)
+                .with(Field::Count, attempts)
+                .with(Field::Seconds, delay.as_secs());
         }
         self.faults.retries.insert((retry_at, key));
         if first && !announced {
@@ -193,9 +228,9 @@ impl Supervisor {
             let down = self.down_report();
             let all_listening = !self.any_service_down();
             if down.is_empty() {
-                info!("ready for work");
+                self.logs.info(LogEvent::Ready, "ready for work");
             } else {
-                warn!(
+                let message = format!(
                     "ready for work, with these down: {}{}",
                     down.join("; "),
                     if all_listening {
@@ -204,13 +239,17 @@ impl Supervisor {
                         " (the ready file waits for every service to listen)"
                     }
                 );
+                self.logs
+                    .warn(LogEvent::Ready, message)
+                    .with(Field::Count, down.len());
             }
             self.faults.all_listening_sent = all_listening;
             out.push(Action::Ready { all_listening });
             return;
         }
         if !self.any_service_down() {
-            info!("every service listens now");
+            self.logs
+                .info(LogEvent::AllListening, "every service listens now");
             self.faults.all_listening_sent = true;
             out.push(Action::Ready {
                 all_listening: true,
@@ -255,7 +294,7 @@ impl Supervisor {
     /// Entries that run now but that `new` could not resolve go on as they are: their
     /// current spec is put back into `new`, and the caller leaves them alone (no new
     /// generation, no SIGHUP, no restart), so one broken edit never takes a service down.
-    pub(super) fn keep_unresolved(&self, new: &mut Config) -> Untouched {
+    pub(super) fn keep_unresolved(&mut self, new: &mut Config) -> Untouched {
         let mut untouched = Untouched::default();
         if new.unresolved == Default::default() {
             return untouched;
@@ -268,11 +307,16 @@ impl Supervisor {
             {
                 continue;
             }
-            error!(
-                "reload: service {} cannot be resolved; it goes on with its previous \
-                 configuration",
-                s.spec.name
-            );
+            self.logs
+                .error(
+                    LogEvent::ReloadUnresolved,
+                    format!(
+                        "reload: service {} cannot be resolved; it goes on with its previous \
+                         configuration",
+                        s.spec.name
+                    ),
+                )
+                .with(Field::Service, &s.spec.name);
             new.services.push(s.spec.clone());
             untouched.services.insert(*key);
         }
@@ -280,11 +324,16 @@ impl Supervisor {
             if wanted(&new.unresolved.events, &e.spec.name)
                 && !new.events.iter().any(|n| n.name == e.spec.name)
             {
-                error!(
-                    "reload: event {} cannot be resolved; it goes on with its previous \
-                     configuration",
-                    e.spec.name
-                );
+                self.logs
+                    .error(
+                        LogEvent::ReloadUnresolved,
+                        format!(
+                            "reload: event {} cannot be resolved; it goes on with its previous \
+                             configuration",
+                            e.spec.name
+                        ),
+                    )
+                    .with(Field::Entry, &e.spec.name);
                 new.events.push(e.spec.clone());
             }
         }
@@ -293,11 +342,16 @@ impl Supervisor {
                 && wanted(&new.unresolved.daemons, &d.spec.name)
                 && !new.daemons.iter().any(|n| n.name == d.spec.name)
             {
-                error!(
-                    "reload: daemon {} cannot be resolved; it goes on with its previous \
-                     configuration",
-                    d.spec.name
-                );
+                self.logs
+                    .error(
+                        LogEvent::ReloadUnresolved,
+                        format!(
+                            "reload: daemon {} cannot be resolved; it goes on with its \
+                             previous configuration",
+                            d.spec.name
+                        ),
+                    )
+                    .with(Field::Entry, &d.spec.name);
                 new.daemons.push(d.spec.clone());
                 untouched.daemons.insert(d.spec.name.clone());
             }

@@ -18,8 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
-
+use super::log::{Field, LogEvent, Logs};
 use super::{Action, ExitStatus, Pid, Sig};
 
 /// Groups a service may leave behind at least (or `maxchild`, when larger)...
@@ -109,6 +108,7 @@ impl Leftovers {
         pid: Pid,
         bound: usize,
         now: Instant,
+        logs: &mut Logs,
         out: &mut Vec<Action>,
     ) {
         // An older group with this number is over: the number was free to be reused.
@@ -170,7 +170,7 @@ impl Leftovers {
             } else {
                 format!("; over the bound of {bound}: SIGKILL to groups {killed_now:?}")
             };
-            warn!(
+            let message = format!(
                 "{service}: worker {pid} exited and left processes behind (process group \
                  {pid}); {} such group(s) now, {} killed and {} of their processes reaped so \
                  far{killed}{}",
@@ -179,6 +179,11 @@ impl Leftovers {
                 per.reaped,
                 suppressed(n)
             );
+            logs.warn(LogEvent::LeftBehind, message)
+                .with(Field::Service, service)
+                .with(Field::Pid, pid)
+                .with(Field::Pgid, pid)
+                .with(Field::Count, per.live_count);
         }
     }
 
@@ -189,6 +194,7 @@ impl Leftovers {
         status: ExitStatus,
         pgid: Option<Pid>,
         now: Instant,
+        logs: &mut Logs,
     ) {
         let known = pgid.and_then(|g| self.groups.get(&g).map(|group| (g, group)));
         match known {
@@ -196,18 +202,30 @@ impl Leftovers {
                 if let Some(per) = self.services.get_mut(&group.service) {
                     per.reaped += 1;
                 }
-                debug!(
-                    "{}: reaped process {pid} ({status}) left behind by worker {pgid}",
-                    group.service
-                );
+                logs.debug(
+                    LogEvent::LeftoverReaped,
+                    format!(
+                        "{}: reaped process {pid} ({status}) left behind by worker {pgid}",
+                        group.service
+                    ),
+                )
+                .with(Field::Service, &group.service)
+                .with(Field::Pid, pid)
+                .with(Field::Status, status)
+                .with(Field::Pgid, pgid);
             }
             None => {
                 if let Some(n) = self.unknown_log.pass(now) {
-                    warn!(
-                        "reaped process {pid} ({status}), which escaped from a child; where \
-                         it came from is unknown{}",
-                        suppressed(n)
-                    );
+                    logs.warn(
+                        LogEvent::EscapedReaped,
+                        format!(
+                            "reaped process {pid} ({status}), which escaped from a child; \
+                             where it came from is unknown{}",
+                            suppressed(n)
+                        ),
+                    )
+                    .with(Field::Pid, pid)
+                    .with(Field::Status, status);
                 }
             }
         }

@@ -62,6 +62,7 @@ mod events;
 mod faults;
 pub mod handover;
 mod leftovers;
+mod log;
 mod pools;
 mod recycle;
 mod reload;
@@ -76,6 +77,7 @@ mod tests;
 
 pub use daemons::{readiness, Readiness};
 pub use faults::EXIT_BIND_FAILED;
+pub use log::{Field, Level, LogEvent, LogRecord};
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;
 pub use types::*;
@@ -83,12 +85,11 @@ pub use types::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info, warn};
-
 use crate::config::{Config, ServiceEntry};
 use crate::ratelimit::RateLimiter;
 use daemons::{daemon_backoff, Daemon, DaemonRun};
 use events::Event;
+use log::Logs;
 use pools::{NoteProblem, Pool, PoolLimits, Worker, WorkerState};
 use recycle::Recycle;
 use reload::ReloadState;
@@ -180,6 +181,8 @@ pub struct Supervisor {
     /// Complaints about status notes, bounded per pipe: a worker writing garbage must not
     /// flood the log.
     note_log: RateLimiter<(PoolId, NoteProblem)>,
+    /// Records to return with the actions of this `handle`.
+    logs: Logs,
 }
 
 impl Supervisor {
@@ -204,6 +207,7 @@ impl Supervisor {
             faults: faults::Faults::default(),
             leftovers: leftovers::Leftovers::default(),
             note_log: RateLimiter::default(),
+            logs: Logs::default(),
         }
     }
 
@@ -281,7 +285,13 @@ impl Supervisor {
             }
             Input::DaemonReady { name } => self.on_daemon_ready(&name, now, &mut out),
             Input::DaemonNotReady { name, reason } => {
-                error!("daemon {name} did not say it was ready: {reason}");
+                self.logs
+                    .error(
+                        LogEvent::DaemonNotReady,
+                        format!("daemon {name} did not say it was ready: {reason}"),
+                    )
+                    .with(Field::Entry, &name)
+                    .with(Field::Error, &reason);
                 if self.phase == Phase::WaitDaemons {
                     self.begin_stop(now, EXIT_CONFIG, &mut out);
                 }
@@ -290,7 +300,9 @@ impl Supervisor {
             Input::ConfigLoaded(config) => self.apply_reload(*config, now, &mut out),
             Input::ConfigRejected { errors } => {
                 // The launcher logged why (unreadable or invalid) and that the old one runs on.
-                debug!("reload: configuration rejected");
+                self.logs
+                    .debug(LogEvent::ReloadRejected, "reload: configuration rejected")
+                    .with(Field::Count, errors.len());
                 self.on_config_rejected(errors, now, &mut out);
             }
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
@@ -299,6 +311,7 @@ impl Supervisor {
         self.retry_binds(now.mono, &mut out);
         self.report_suppressed_notes(now);
         self.maintain(now, &mut out);
+        self.logs.drain_into(&mut out);
         out
     }
 
@@ -376,7 +389,9 @@ impl Supervisor {
                         served: false,
                     },
                 );
-                debug!("forked worker {pid} for {}", self.pool_name(pool));
+                let message = format!("forked worker {pid} for {}", self.pool_name(pool));
+                self.pool_log(Level::Debug, LogEvent::WorkerForked, pool, message)
+                    .with(Field::Pid, pid);
             }
             Role::Start { index } => {
                 if let Phase::StartCommands { running, next } = &mut self.phase {
@@ -395,7 +410,13 @@ impl Supervisor {
                         term_at: None,
                         killed: false,
                     };
-                    info!("started daemon {name} as pid {pid}");
+                    self.logs
+                        .info(
+                            LogEvent::DaemonStarted,
+                            format!("started daemon {name} as pid {pid}"),
+                        )
+                        .with(Field::Entry, &name)
+                        .with(Field::Pid, pid);
                 }
             }
             Role::Event { name } => {
@@ -411,7 +432,9 @@ impl Supervisor {
     fn on_spawn_failed(&mut self, role: Role, err: &str, now: Now, out: &mut Vec<Action>) {
         match role {
             Role::Worker { pool } => {
-                error!("cannot start a worker for {}: {err}", self.pool_name(pool));
+                let message = format!("cannot start a worker for {}: {err}", self.pool_name(pool));
+                self.pool_log(Level::Error, LogEvent::WorkerSpawnFailed, pool, message)
+                    .with(Field::Error, err);
                 if let Some(p) = self.pools.get_mut(&pool) {
                     p.in_flight = p.in_flight.saturating_sub(1);
                 }
@@ -423,11 +446,23 @@ impl Supervisor {
                     .start
                     .get(index)
                     .map_or("?", |s| s.name.as_str());
-                error!("cannot run START {name}: {err}");
+                self.logs
+                    .error(
+                        LogEvent::StartFailed,
+                        format!("cannot run START {name}: {err}"),
+                    )
+                    .with(Field::Entry, name)
+                    .with(Field::Error, err);
                 self.begin_stop(now, EXIT_START_FAILED, out);
             }
             Role::Daemon { name } => {
-                error!("cannot start daemon {name}: {err}");
+                self.logs
+                    .error(
+                        LogEvent::DaemonSpawnFailed,
+                        format!("cannot start daemon {name}: {err}"),
+                    )
+                    .with(Field::Entry, &name)
+                    .with(Field::Error, err);
                 if self.phase == Phase::WaitDaemons {
                     self.begin_stop(now, EXIT_CONFIG, out);
                 } else if let Some(d) = self.daemons.iter_mut().find(|d| d.spec.name == name) {
@@ -435,7 +470,15 @@ impl Supervisor {
                     d.restart_at(Some(now.mono + daemon_backoff(d.quick_deaths)));
                 }
             }
-            Role::Event { name } => error!("cannot run event {name}: {err}"),
+            Role::Event { name } => {
+                self.logs
+                    .error(
+                        LogEvent::EventSpawnFailed,
+                        format!("cannot run event {name}: {err}"),
+                    )
+                    .with(Field::Entry, &name)
+                    .with(Field::Error, err);
+            }
         }
     }
 
@@ -455,7 +498,8 @@ impl Supervisor {
                     None => (self.pool_name(worker.pool), u32::MAX),
                 };
                 let bound = leftovers::bound_for(maxchild);
-                self.leftovers.left_behind(&name, pid, bound, now.mono, out);
+                self.leftovers
+                    .left_behind(&name, pid, bound, now.mono, &mut self.logs, out);
             }
             self.on_worker_exit(pid, worker, status, now, out);
         } else if let Some(index) = self.daemons.iter().position(|d| d.pid() == Some(pid)) {
@@ -463,7 +507,14 @@ impl Supervisor {
         } else if let Some(event) = self.events.iter_mut().find(|e| e.running.contains(&pid)) {
             event.running.retain(|&p| p != pid);
             if !status.is_clean() {
-                warn!("event {} (pid {pid}) ended with {status}", event.spec.name);
+                self.logs
+                    .warn(
+                        LogEvent::EventFailed,
+                        format!("event {} (pid {pid}) ended with {status}", event.spec.name),
+                    )
+                    .with(Field::Entry, &event.spec.name)
+                    .with(Field::Pid, pid)
+                    .with(Field::Status, status);
             }
         } else if let Some(role) = self.others.remove(&pid) {
             if let Role::Start { index } = role {
@@ -474,12 +525,17 @@ impl Supervisor {
         {
             // A live worker's descendant whose parent went first came back to us: normal for
             // a worker that runs a program which forks (a sendmail, say).
-            debug!(
+            let message = format!(
                 "{}: reaped process {pid} ({status}) started under worker {group}",
                 self.pool_name(w)
             );
+            self.pool_log(Level::Debug, LogEvent::StrayDescendantReaped, w, message)
+                .with(Field::Pid, pid)
+                .with(Field::Status, status)
+                .with(Field::Pgid, group);
         } else {
-            self.leftovers.reaped_unknown(pid, status, pgid, now.mono);
+            self.leftovers
+                .reaped_unknown(pid, status, pgid, now.mono, &mut self.logs);
         }
         if let (Some(pgid), false) = (pgid, group_alive) {
             self.leftovers.group_gone(pgid);
@@ -487,7 +543,10 @@ impl Supervisor {
         if matches!(self.phase, Phase::Stopping { .. } | Phase::Draining { .. })
             && self.children().is_empty()
         {
-            info!("all children have exited, closing down");
+            self.logs.info(
+                LogEvent::AllExited,
+                "all children have exited, closing down",
+            );
             self.phase = Phase::Exited;
             self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
@@ -510,6 +569,29 @@ impl Supervisor {
         self.tick_daemons(now, out);
         self.tick_events(now, out);
         self.tick_reload(now, out);
+    }
+
+    /// A record about a pool: with its service and family.
+    fn pool_log(
+        &mut self,
+        level: Level,
+        event: LogEvent,
+        pool: PoolId,
+        message: String,
+    ) -> &mut LogRecord {
+        let service = self.service_name(pool.service);
+        self.logs
+            .push(level, event, message)
+            .with(Field::Service, service)
+            .with(Field::Family, pool.family)
+    }
+
+    /// A service's entry name, for log records.
+    fn service_name(&self, key: ServiceKey) -> String {
+        match self.services.get(&key) {
+            Some(s) => s.spec.name.clone(),
+            None => format!("service#{}", key.0),
+        }
     }
 
     /// `service/family`, for log lines.

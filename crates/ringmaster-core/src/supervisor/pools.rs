@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ringmaster_proto::Message;
-use tracing::{debug, error, info, warn};
 
 use super::*;
 use crate::config::ServiceEntry;
@@ -199,12 +198,14 @@ impl Supervisor {
     pub(super) fn on_note(&mut self, pool: PoolId, note: ringmaster_proto::RawNote, now: Now) {
         let Some(message) = note.message() else {
             if self.note_allowed(pool, NoteProblem::Unrecognized, now) {
-                warn!(
+                let message = format!(
                     "{}: unrecognized status note {} from pid {}",
                     self.pool_name(pool),
                     note.code,
                     note.pid
                 );
+                self.pool_log(Level::Warn, LogEvent::BadNote, pool, message)
+                    .with(Field::Pid, note.pid);
             }
             return;
         };
@@ -216,16 +217,20 @@ impl Supervisor {
         if let Some(problem) = problem {
             if self.note_allowed(pool, problem, now) {
                 if problem == NoteProblem::UnknownPid {
-                    debug!(
+                    let text = format!(
                         "{}: status note {message:?} from unknown pid {}",
                         self.pool_name(pool),
                         note.pid
                     );
+                    self.pool_log(Level::Debug, LogEvent::NoteFromUnknownPid, pool, text)
+                        .with(Field::Pid, note.pid);
                 } else {
-                    warn!(
+                    let text = format!(
                         "status note from pid {} on the pipe of another service; ignored",
                         note.pid
                     );
+                    self.pool_log(Level::Warn, LogEvent::NoteOnWrongPipe, pool, text)
+                        .with(Field::Pid, note.pid);
                 }
             }
             return;
@@ -303,17 +308,25 @@ impl Supervisor {
         if !status.is_clean() && !recycled {
             if !stopped {
                 out.push(Action::CleanupAfterCrash { pid });
-                warn!("{name}: worker {pid} ended with {status}");
+                let message = format!("{name}: worker {pid} ended with {status}");
+                self.pool_log(Level::Warn, LogEvent::WorkerCrashed, w.pool, message)
+                    .with(Field::Pid, pid)
+                    .with(Field::Status, status);
             }
             if ours && (w.is_idle() || !w.served) {
                 self.count_ready_fail(w.pool, now, out);
             }
         } else {
-            debug!("{name}: worker {pid} exited ({status})");
+            let message = format!("{name}: worker {pid} exited ({status})");
+            self.pool_log(Level::Debug, LogEvent::WorkerExited, w.pool, message)
+                .with(Field::Pid, pid)
+                .with(Field::Status, status);
             // Exiting at once without serving, whatever the status, is a failure too: a
             // worker that exits 0 at start would otherwise be forked as fast as it exits.
             if ours && !w.served && now.mono.saturating_duration_since(w.forked_at) < QUICK_EXIT {
-                debug!("{name}: worker {pid} exited before serving a client");
+                let message = format!("{name}: worker {pid} exited before serving a client");
+                self.pool_log(Level::Debug, LogEvent::WorkerQuickExit, w.pool, message)
+                    .with(Field::Pid, pid);
                 self.count_ready_fail(w.pool, now, out);
             }
         }
@@ -506,11 +519,13 @@ impl Supervisor {
         pool.times_throttled += 1;
         pool.ready_fails = 0;
         pool.throttled_until = Some(now.mono + pause);
-        error!(
+        let message = format!(
             "too many failures for service {name} (workers ending before they serve): \
              refusing connections for {}s, then retrying",
             pause.as_secs()
         );
+        self.pool_log(Level::Error, LogEvent::PoolThrottled, id, message)
+            .with(Field::Seconds, pause.as_secs());
         out.push(Action::Pause { pool: id });
     }
 
@@ -545,24 +560,29 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn report_suppressed_note(&self, pool: PoolId, problem: NoteProblem, count: u64) {
+    pub(super) fn report_suppressed_note(
+        &mut self,
+        pool: PoolId,
+        problem: NoteProblem,
+        count: u64,
+    ) {
         let what = match problem {
             NoteProblem::Unrecognized => "unrecognized status notes",
             NoteProblem::UnknownPid => "status notes from unknown pids",
             NoteProblem::WrongPipe => "status notes on the pipe of another service",
         };
-        if problem == NoteProblem::UnknownPid {
-            // As the lines it stands for.
-            debug!(
-                "{}: suppressed {count} similar messages ({what})",
-                self.pool_name(pool)
-            );
+        // At the level of the lines it stands for.
+        let level = if problem == NoteProblem::UnknownPid {
+            Level::Debug
         } else {
-            warn!(
-                "{}: suppressed {count} similar messages ({what})",
-                self.pool_name(pool)
-            );
-        }
+            Level::Warn
+        };
+        let message = format!(
+            "{}: suppressed {count} similar messages ({what})",
+            self.pool_name(pool)
+        );
+        self.pool_log(level, LogEvent::NotesSuppressed, pool, message)
+            .with(Field::Count, count);
     }
 
     /// Held workers whose hold is over get SIGHUP; recycled workers that outstay the drain
@@ -583,34 +603,44 @@ impl Supervisor {
                 self.send_hup(pid, now, out);
                 continue;
             }
-            let name = self.pool_name(w.pool);
-            let Some(w) = self.workers.get_mut(&pid) else {
-                continue;
-            };
-            match w.recycle {
-                Recycle::Termed { at, .. } if now.mono >= at + self.settings.stop_timeout => {
-                    warn!("{name}: worker {pid} ignored SIGTERM: SIGKILL");
-                    w.recycle.kill();
-                    out.push(Action::Signal {
-                        pid,
-                        signal: Sig::Kill,
-                    });
-                }
+            let pool = w.pool;
+            // Decided first, so that names are looked up only for a worker signalled now.
+            let (signal, message) = match w.recycle {
+                Recycle::Termed { at, .. } if now.mono >= at + self.settings.stop_timeout => (
+                    Sig::Kill,
+                    format!(
+                        "{}: worker {pid} ignored SIGTERM: SIGKILL",
+                        self.pool_name(pool)
+                    ),
+                ),
                 Recycle::Hupped { at }
                     if too_old || now.mono >= at + self.settings.drain_timeout =>
                 {
-                    warn!(
-                        "{name}: worker {pid} still running {:.0}s after it was recycled: SIGTERM",
-                        (now.mono - at).as_secs_f64()
-                    );
-                    w.recycle.term(now.mono);
-                    out.push(Action::Signal {
-                        pid,
-                        signal: Sig::Term,
-                    });
+                    (
+                        Sig::Term,
+                        format!(
+                            "{}: worker {pid} still running {:.0}s after it was recycled: SIGTERM",
+                            self.pool_name(pool),
+                            (now.mono - at).as_secs_f64()
+                        ),
+                    )
                 }
-                _ => {}
+                _ => continue,
+            };
+            let event = match signal {
+                Sig::Kill => LogEvent::WorkerKilled,
+                _ => LogEvent::WorkerOverstayed,
+            };
+            self.pool_log(Level::Warn, event, pool, message)
+                .with(Field::Pid, pid);
+            if let Some(w) = self.workers.get_mut(&pid) {
+                if signal == Sig::Kill {
+                    w.recycle.kill();
+                } else {
+                    w.recycle.term(now.mono);
+                }
             }
+            out.push(Action::Signal { pid, signal });
         }
     }
 
@@ -626,7 +656,8 @@ impl Supervisor {
             if let Some(p) = self.pools.get_mut(&id) {
                 p.throttled_until = None;
                 p.ready_fails = 0;
-                info!("{}: retrying after the pause", self.pool_name(id));
+                let message = format!("{}: retrying after the pause", self.pool_name(id));
+                self.pool_log(Level::Info, LogEvent::PoolResumed, id, message);
                 out.push(Action::Resume { pool: id });
             }
         }

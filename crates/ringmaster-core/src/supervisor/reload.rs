@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info};
-
 use super::*;
 use crate::config::Config;
 
@@ -60,12 +58,16 @@ impl Supervisor {
         match self.phase {
             Phase::Running => {}
             Phase::StartCommands { .. } | Phase::WaitDaemons => {
-                info!("SIGHUP during start-up: reloading once start-up completes");
+                self.logs.info(
+                    LogEvent::ReloadDeferred,
+                    "SIGHUP during start-up: reloading once start-up completes",
+                );
                 self.reload.pending = true;
                 return;
             }
             _ => {
-                debug!("SIGHUP while stopping: ignored");
+                self.logs
+                    .debug(LogEvent::ReloadIgnored, "SIGHUP while stopping: ignored");
                 return;
             }
         }
@@ -75,7 +77,10 @@ impl Supervisor {
         if !self.reload.settling && self.reload_settled(now.mono) {
             self.begin_load(now, out);
         } else {
-            debug!("SIGHUP while the last reload settles: coalesced");
+            self.logs.debug(
+                LogEvent::ReloadCoalesced,
+                "SIGHUP while the last reload settles: coalesced",
+            );
             self.reload.pending = true;
         }
     }
@@ -117,16 +122,27 @@ impl Supervisor {
             .is_none_or(|t| now.mono < t + SETTLE_LIMIT);
         let bind_errors = std::mem::take(&mut self.reload.bind_errors);
         if settled {
-            info!(
-                "reload {} complete: every service has its workers ready",
-                self.reload.last_id
-            );
+            self.logs
+                .info(
+                    LogEvent::ReloadSettled,
+                    format!(
+                        "reload {} complete: every service has its workers ready",
+                        self.reload.last_id
+                    ),
+                )
+                .with(Field::Reload, self.reload.last_id);
         } else {
-            info!(
-                "reload {} complete: not every service had its workers ready within {} s",
-                self.reload.last_id,
-                SETTLE_LIMIT.as_secs()
-            );
+            self.logs
+                .info(
+                    LogEvent::ReloadSettled,
+                    format!(
+                        "reload {} complete: not every service had its workers ready within {} s",
+                        self.reload.last_id,
+                        SETTLE_LIMIT.as_secs()
+                    ),
+                )
+                .with(Field::Reload, self.reload.last_id)
+                .with(Field::Seconds, SETTLE_LIMIT.as_secs());
         }
         self.finish_report(
             ReloadResult::Applied {
@@ -186,7 +202,10 @@ impl Supervisor {
             return;
         }
         let untouched = self.keep_unresolved(&mut new);
-        info!("reloading: recycling every service onto the new configuration");
+        self.logs.info(
+            LogEvent::ReloadApplying,
+            "reloading: recycling every service onto the new configuration",
+        );
         self.reload.applied_at = Some(now.mono);
 
         // Services: same (name, listen, proto) keeps its sockets; everything else binds anew.
@@ -300,16 +319,29 @@ impl Supervisor {
                 not_recycled.push(old);
                 self.services.remove(&key);
                 if let Some(s) = self.services.get(&old) {
-                    error!(
-                        "reload: {name} keeps serving on {} with its previous configuration",
-                        s.spec.listen
-                    );
+                    self.logs
+                        .error(
+                            LogEvent::ReloadKeptPrevious,
+                            format!(
+                                "reload: {name} keeps serving on {} with its previous \
+                                 configuration",
+                                s.spec.listen
+                            ),
+                        )
+                        .with(Field::Service, &name)
+                        .with(Field::Listen, &s.spec.listen);
                 }
             }
         }
         for key in &releases {
             if let Some(s) = self.services.get_mut(key) {
-                info!("reload: service {} on {} stops", s.spec.name, s.spec.listen);
+                self.logs
+                    .info(
+                        LogEvent::ReloadServiceStops,
+                        format!("reload: service {} on {} stops", s.spec.name, s.spec.listen),
+                    )
+                    .with(Field::Service, &s.spec.name)
+                    .with(Field::Listen, &s.spec.listen);
                 s.retiring = true;
             }
         }

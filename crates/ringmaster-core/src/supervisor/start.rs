@@ -1,8 +1,6 @@
 //! Start-up: START commands one at a time, in order, then the DAEMON entries (waiting for
 //! `wait=y` ones to say "ok"), then the services and events.
 
-use tracing::{error, info};
-
 use super::*;
 
 impl Supervisor {
@@ -15,7 +13,12 @@ impl Supervisor {
             return;
         };
         if let Some(entry) = self.config.start.get(next) {
-            info!("running START {}: {}", entry.name, entry.cmd);
+            self.logs
+                .info(
+                    LogEvent::StartCommand,
+                    format!("running START {}: {}", entry.name, entry.cmd),
+                )
+                .with(Field::Entry, &entry.name);
             out.push(Action::Spawn(SpawnRequest {
                 role: Role::Start { index: next },
                 name: entry.name.clone(),
@@ -87,7 +90,14 @@ impl Supervisor {
             };
             self.run_next_start_command(now, out);
         } else {
-            error!("START {name} failed ({status}); not starting");
+            self.logs
+                .error(
+                    LogEvent::StartFailed,
+                    format!("START {name} failed ({status}); not starting"),
+                )
+                .with(Field::Entry, &name)
+                .with(Field::Pid, pid)
+                .with(Field::Status, status);
             self.begin_stop(now, EXIT_START_FAILED, out);
         }
     }

@@ -2,20 +2,24 @@
 //! everything, SIGKILL follows whatever outstays the stop timeout; the master exits once no
 //! child is left.
 
-use tracing::{info, warn};
-
 use super::*;
 
 impl Supervisor {
     pub(super) fn on_stop(&mut self, graceful: bool, now: Now, out: &mut Vec<Action>) {
         match (&self.phase, graceful) {
             (Phase::Stopping { killed: false, .. }, false) => {
-                warn!("second stop signal: killing every child now");
+                self.logs.warn(
+                    LogEvent::KillStragglers,
+                    "second stop signal: killing every child now",
+                );
                 self.kill_everything(out);
             }
             (Phase::Stopping { .. }, _) | (Phase::Draining { .. }, true) => {}
             (Phase::Running, true) => {
-                info!("SIGQUIT: closing listeners, letting workers finish their clients");
+                self.logs.info(
+                    LogEvent::DrainRequested,
+                    "SIGQUIT: closing listeners, letting workers finish their clients",
+                );
                 self.phase = Phase::Draining {
                     until: now.mono + self.settings.drain_timeout,
                 };
@@ -28,7 +32,8 @@ impl Supervisor {
                 self.exit_if_empty(out);
             }
             _ => {
-                info!("stopping: SIGTERM to every child");
+                self.logs
+                    .info(LogEvent::StopRequested, "stopping: SIGTERM to every child");
                 self.begin_stop(now, 0, out);
             }
         }
@@ -98,7 +103,12 @@ impl Supervisor {
         let mut pids = self.children();
         pids.sort_unstable();
         for pid in pids {
-            warn!("pid {pid} did not stop in time: SIGKILL");
+            self.logs
+                .warn(
+                    LogEvent::KillStragglers,
+                    format!("pid {pid} did not stop in time: SIGKILL"),
+                )
+                .with(Field::Pid, pid);
             out.push(Action::Signal {
                 pid,
                 signal: Sig::Kill,
@@ -127,7 +137,10 @@ impl Supervisor {
 
     pub(super) fn exit_if_empty(&mut self, out: &mut Vec<Action>) {
         if self.children().is_empty() && self.phase != Phase::Exited {
-            info!("all children have exited, closing down");
+            self.logs.info(
+                LogEvent::AllExited,
+                "all children have exited, closing down",
+            );
             self.phase = Phase::Exited;
             self.leftovers.signal_all(Sig::Kill, out);
             out.push(Action::Exit(self.exit_code));
@@ -138,7 +151,10 @@ impl Supervisor {
     pub(super) fn tick_stop(&mut self, now: Now, out: &mut Vec<Action>) {
         match self.phase {
             Phase::Draining { until } if now.mono >= until => {
-                warn!("drain time is over: stopping the workers still serving");
+                self.logs.warn(
+                    LogEvent::DrainOver,
+                    "drain time is over: stopping the workers still serving",
+                );
                 self.phase = Phase::Running; // let begin_stop take over
                 self.begin_stop(now, 0, out);
             }

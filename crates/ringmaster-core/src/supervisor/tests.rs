@@ -38,6 +38,8 @@ struct Harness {
     queue: std::collections::VecDeque<Input>,
     /// Every action carried out, in order.
     carried: Vec<Action>,
+    /// Every log record, in order.
+    logs: Vec<LogRecord>,
 }
 
 fn cmd(text: &str) -> Command {
@@ -98,6 +100,7 @@ impl Harness {
             binds: vec![],
             queue: Default::default(),
             carried: vec![],
+            logs: vec![],
         }
     }
 
@@ -184,8 +187,14 @@ impl Harness {
                 self.started = true;
                 self.ready = all_listening;
             }
+            Action::Log(record) => self.logs.push(record),
             Action::Exit(code) => self.exit = Some(code),
         }
+    }
+
+    /// The records of one kind, in order.
+    fn logged(&self, event: LogEvent) -> Vec<&LogRecord> {
+        self.logs.iter().filter(|r| r.event == event).collect()
     }
 
     fn workers_of(&self, name: &str) -> Vec<Pid> {
@@ -342,11 +351,23 @@ fn crashes_before_serving_throttle_then_retry() {
     }
     assert_eq!(h.paused.len(), 1, "throttled after five");
     assert!(h.workers_of("imap").is_empty());
+    let crashes = h.logged(LogEvent::WorkerCrashed);
+    assert_eq!(crashes.len(), 5);
+    assert_eq!(crashes[0].level, Level::Warn);
+    assert_eq!(crashes[0].field(Field::Service), Some("imap"));
+    assert_eq!(crashes[0].field(Field::Status), Some("signal 11"));
+    let throttled = h.logged(LogEvent::PoolThrottled);
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(throttled[0].level, Level::Error);
+    assert_eq!(throttled[0].field(Field::Service), Some("imap"));
+    assert_eq!(throttled[0].field(Field::Family), Some("0"));
+    assert_eq!(throttled[0].field(Field::Seconds), Some("10"));
     h.advance(Duration::from_secs(5));
     assert!(h.workers_of("imap").is_empty());
     h.advance(Duration::from_secs(6));
     assert!(h.paused.is_empty(), "retried after the pause");
     assert_eq!(h.workers_of("imap").len(), 1);
+    assert_eq!(h.logged(LogEvent::PoolResumed).len(), 1);
 }
 
 #[test]
@@ -666,6 +687,9 @@ fn wait_daemons_gate_services() {
     });
     assert!(h.ready);
     assert_eq!(h.workers_of("imap").len(), 1);
+    let ready = h.logged(LogEvent::DaemonReady);
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0].field(Field::Entry), Some("idled"));
 }
 
 #[test]
@@ -738,10 +762,17 @@ fn stop_terms_then_kills_and_exits() {
     for &pid in &workers {
         assert_eq!(h.signals_to(pid), vec![Sig::Term]);
     }
+    assert_eq!(h.logged(LogEvent::StopRequested).len(), 1);
     h.exit(workers[0], ExitStatus::Code(75));
     assert_eq!(h.exit, None);
     h.advance(Duration::from_secs(6));
     assert_eq!(h.signals_to(workers[1]), vec![Sig::Term, Sig::Kill]);
+    let killed = h.logged(LogEvent::KillStragglers);
+    assert_eq!(killed.len(), 1);
+    assert_eq!(
+        killed[0].field(Field::Pid),
+        Some(workers[1].to_string().as_str())
+    );
     h.exit(
         workers[1],
         ExitStatus::Signal {
@@ -948,6 +979,20 @@ fn a_failed_bind_is_retried_with_backoff_until_the_port_is_free() {
     assert!(h.workers_of("pop3").is_empty());
     let tries = |h: &Harness| h.binds.iter().filter(|n| *n == "pop3").count();
     assert_eq!(tries(&h), 1);
+    let failed = h.logged(LogEvent::BindFailed);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].field(Field::Service), Some("pop3"));
+    assert_eq!(
+        failed[0].field(Field::Error),
+        Some("Address already in use")
+    );
+    assert_eq!(failed[0].field(Field::Seconds), Some("1"));
+    let ready = h.logged(LogEvent::Ready);
+    assert_eq!(
+        (ready.len(), ready[0].level),
+        (1, Level::Warn),
+        "ready, pop3 down"
+    );
     // Retries at 1 s, then 2 s later, then 4 s later.
     h.advance(Duration::from_millis(900));
     assert_eq!(tries(&h), 1);
@@ -968,6 +1013,16 @@ fn a_failed_bind_is_retried_with_backoff_until_the_port_is_free() {
     assert_eq!(tries(&h), 4);
     assert!(h.ready);
     assert_eq!(h.workers_of("pop3").len(), 1);
+    let still: Vec<Option<&str>> = h
+        .logged(LogEvent::BindStillFailing)
+        .iter()
+        .map(|r| r.field(Field::Count))
+        .collect();
+    assert_eq!(still, vec![Some("2"), Some("3")]);
+    let up = h.logged(LogEvent::ServiceUp);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].field(Field::Service), Some("pop3"));
+    assert_eq!(h.logged(LogEvent::AllListening).len(), 1);
     // No more retries once it is up.
     h.advance(Duration::from_secs(120));
     assert_eq!(tries(&h), 4);
@@ -1104,6 +1159,9 @@ fn a_daemon_that_ignores_a_reloads_sigterm_is_killed_and_leaves_no_deadline_in_t
     assert_eq!(h.signals_to(pid), vec![Sig::Term]);
     h.advance(Duration::from_secs(6));
     assert_eq!(h.signals_to(pid), vec![Sig::Term, Sig::Kill]);
+    let killed = h.logged(LogEvent::DaemonKilled);
+    assert_eq!(killed.len(), 1);
+    assert_eq!(killed[0].field(Field::Entry), Some("notifier"));
     assert!(h.sup.next_deadline().is_none_or(|d| d > h.now.mono));
     h.advance(Duration::from_secs(6));
     assert_eq!(h.signals_to(pid), vec![Sig::Term, Sig::Kill], "killed once");
@@ -1133,6 +1191,10 @@ fn groups_left_behind_are_counted_and_forgotten_when_empty() {
     h.note(w, Message::Connection);
     exit_leaving_group(&mut h, w);
     assert_eq!(h.sup.leftovers.live_groups("imap"), 1);
+    let left = h.logged(LogEvent::LeftBehind);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].field(Field::Service), Some("imap"));
+    assert_eq!(left[0].field(Field::Pgid), Some(w.to_string().as_str()));
     // One of its processes comes back to us and is reaped; others remain.
     h.feed(Input::Exited {
         pid: 50_000,
@@ -1150,6 +1212,7 @@ fn groups_left_behind_are_counted_and_forgotten_when_empty() {
     });
     assert_eq!(h.sup.leftovers.live_groups("imap"), 0);
     assert!(h.group_signals.is_empty());
+    assert_eq!(h.logged(LogEvent::LeftoverReaped).len(), 2);
 }
 
 #[test]
@@ -1576,5 +1639,8 @@ fn a_wait_daemons_ready_line_is_judged_on_its_bytes() {
     let Readiness::NotReady(reason) = readiness(&[b'x'; 100], false) else {
         panic!("garbage is no")
     };
-    assert!(reason.contains(&format!("{}\"...", "x".repeat(32))), "{reason}");
+    assert!(
+        reason.contains(&format!("{}\"...", "x".repeat(32))),
+        "{reason}"
+    );
 }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use ringmaster_proto::RawNote;
 
+use super::log::LogRecord;
 use super::status::ReloadReport;
 use crate::config::{Config, Listen, Proto, RunAs};
 
@@ -218,6 +219,8 @@ pub enum Action {
     /// A reload ended: the config was rejected, or it was applied and has settled (or the
     /// settle cap ran out). Numbered as [`Supervisor::reload_answering_request`] says.
     ReloadFinished(ReloadReport),
+    /// Print a log record (with its level, kind and fields).
+    Log(LogRecord),
     /// Exit the master with this status (every child is gone).
     Exit(i32),
 }

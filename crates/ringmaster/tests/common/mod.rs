@@ -322,6 +322,11 @@ impl Master {
         wait_until(WAIT, || self.log_text().contains(needle))
     }
 
+    /// Waits until the log has a record of kind `event` with these `key=value` fields.
+    pub fn wait_logged(&self, event: &str, fields: &[&str]) -> bool {
+        wait_until(WAIT, || logged(&self.log_text(), event, fields))
+    }
+
     /// SIGTERM, bounded wait, SIGKILL; then every worker ever seen is killed by pid.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         self.children();
@@ -348,6 +353,16 @@ impl Drop for Master {
 }
 
 /// Connects to 127.0.0.1:port and reads the banner line.
+/// Whether `text` has a line printed from a record of kind `event` (`event=<kind>`) that
+/// also carries every one of `fields` (`key=value`, as printed), whatever the wording.
+pub fn logged(text: &str, event: &str, fields: &[&str]) -> bool {
+    let kind = format!("event={event}");
+    text.lines().any(|line| {
+        let words: Vec<&str> = line.split(' ').collect();
+        words.contains(&kind.as_str()) && fields.iter().all(|f| words.contains(f))
+    })
+}
+
 pub fn connect(port: u16) -> (TcpStream, String) {
     connect_addr(SocketAddr::from(([127, 0, 0, 1], port)))
 }
