@@ -164,30 +164,8 @@ impl Reader<'_> {
             return;
         }
         if let Some(directive) = key.strip_prefix('@') {
-            if directive != "include" {
-                self.diags.push(Diagnostic::error(
-                    at(start),
-                    format!("unknown directive `{key}` (only `@include` exists)"),
-                    shown_at(start),
-                ));
-                return;
-            }
-            if self.stack.contains(&value) {
-                self.diags.push(Diagnostic::error(
-                    at(start),
-                    format!("`{value}` is included twice"),
-                    shown_at(start),
-                ));
-                return;
-            }
-            match (self.read)(&value) {
-                Ok(text) => self.text(&value, &text),
-                Err(e) => self.diags.push(Diagnostic::error(
-                    at(start),
-                    format!("cannot read included `{value}`: {e}"),
-                    shown_at(start),
-                )),
-            }
+            let (location, shown) = (at(start), shown_at(start));
+            self.directive(directive, &key, &value, location, shown);
             return;
         }
         if let Some(first) = self.seen.get(&key) {
@@ -198,6 +176,41 @@ impl Reader<'_> {
         }
         self.seen.insert(key.clone(), at(start));
         self.conf.options.insert(key, value);
+    }
+
+    /// A directive line (`@include: file`); `key` as written, `value` its argument.
+    fn directive(
+        &mut self,
+        directive: &str,
+        key: &str,
+        value: &str,
+        location: Location,
+        shown: &str,
+    ) {
+        if directive != "include" {
+            self.diags.push(Diagnostic::error(
+                location,
+                format!("unknown directive `{key}` (only `@include` exists)"),
+                shown,
+            ));
+            return;
+        }
+        if self.stack.iter().any(|f| f == value) {
+            self.diags.push(Diagnostic::error(
+                location,
+                format!("`{value}` is included twice"),
+                shown,
+            ));
+            return;
+        }
+        match (self.read)(value) {
+            Ok(text) => self.text(value, &text),
+            Err(e) => self.diags.push(Diagnostic::error(
+                location,
+                format!("cannot read included `{value}`: {e}"),
+                shown,
+            )),
+        }
     }
 }
 

@@ -200,49 +200,58 @@ pub(crate) fn scan_entry(chars: &[char], start: usize) -> ScannedEntry {
             }
         }
         i += 1; // the '='
-        let value_start = i;
-        if chars.get(i) == Some(&'"') {
-            let body = i + 1;
-            match chars[body..].iter().position(|&c| c == '"') {
-                Some(len) => {
-                    let value: String = chars[body..body + len].iter().collect();
-                    i = body + len + 1;
-                    out.args.push(Arg {
-                        key,
-                        key_col: col(key_start),
-                        value,
-                        value_col: col(value_start),
-                        quoted: true,
-                    });
-                    if let Some(&c) = chars.get(i) {
-                        if !is_space(c) {
-                            out.issues.push(Issue::warning(
-                                i,
-                                "missing space after quoted value (Cyrus reads on as if there were one)",
-                            ));
-                        }
-                    }
-                }
-                None => {
-                    out.issues
-                        .push(Issue::error(value_start, "unterminated quoted value"));
-                    out.unterminated = true;
-                    return out;
-                }
-            }
-        } else {
-            while chars.get(i).copied().is_some_and(|c| !is_space(c)) {
-                i += 1;
-            }
-            out.args.push(Arg {
-                key,
-                key_col: col(key_start),
-                value: chars[value_start..i].iter().collect(),
-                value_col: col(value_start),
-                quoted: false,
-            });
+        if !scan_value(chars, &mut i, key, key_start, &mut out) {
+            return out;
         }
     }
+}
+
+/// Scans the value after `key=` at `*i`, leaving `*i` after it; false when the line ends in
+/// an unterminated quote (nothing more to scan).
+fn scan_value(
+    chars: &[char],
+    i: &mut usize,
+    key: String,
+    key_start: usize,
+    out: &mut ScannedEntry,
+) -> bool {
+    let value_start = *i;
+    if chars.get(*i) == Some(&'"') {
+        let body = *i + 1;
+        let Some(len) = chars[body..].iter().position(|&c| c == '"') else {
+            out.issues
+                .push(Issue::error(value_start, "unterminated quoted value"));
+            out.unterminated = true;
+            return false;
+        };
+        let value: String = chars[body..body + len].iter().collect();
+        *i = body + len + 1;
+        out.args.push(Arg {
+            key,
+            key_col: col(key_start),
+            value,
+            value_col: col(value_start),
+            quoted: true,
+        });
+        if chars.get(*i).is_some_and(|&c| !is_space(c)) {
+            out.issues.push(Issue::warning(
+                *i,
+                "missing space after quoted value (Cyrus reads on as if there were one)",
+            ));
+        }
+    } else {
+        while chars.get(*i).copied().is_some_and(|c| !is_space(c)) {
+            *i += 1;
+        }
+        out.args.push(Arg {
+            key,
+            key_col: col(key_start),
+            value: chars[value_start..*i].iter().collect(),
+            value_col: col(value_start),
+            quoted: false,
+        });
+    }
+    true
 }
 
 fn skip_word(chars: &[char], i: &mut usize) {

@@ -194,6 +194,35 @@ fn trailing_after_brace(ctx: &mut Ctx, line: &Line, from: usize) {
     }
 }
 
+/// The section named `name` if it is a known one seen for the first time; a second one of a
+/// kind is ignored, as Cyrus does.
+fn first_of_its_kind(
+    ctx: &mut Ctx,
+    line: &Line,
+    start: usize,
+    name: &str,
+    seen: &mut [bool; 4],
+) -> Option<Section> {
+    match Section::from_name(name) {
+        Some(s) if seen[s.index()] => {
+            ctx.warning(
+                line,
+                start,
+                format!(
+                    "second `{}` section is ignored (Cyrus reads only the first)",
+                    s.name()
+                ),
+            );
+            None
+        }
+        Some(s) => {
+            seen[s.index()] = true;
+            Some(s)
+        }
+        None => None,
+    }
+}
+
 fn outside_line(ctx: &mut Ctx, line: &Line, start: usize, seen: &mut [bool; 4]) -> State {
     let chars = &line.chars;
     if chars[start] == '}' {
@@ -219,24 +248,7 @@ fn outside_line(ctx: &mut Ctx, line: &Line, start: usize, seen: &mut [bool; 4]) 
     }
     let opened = ctx.loc(line, start);
     let opened_line = line.text.to_string();
-    let keep = match Section::from_name(&name) {
-        Some(s) if seen[s.index()] => {
-            ctx.warning(
-                line,
-                start,
-                format!(
-                    "second `{}` section is ignored (Cyrus reads only the first)",
-                    s.name()
-                ),
-            );
-            None
-        }
-        Some(s) => {
-            seen[s.index()] = true;
-            Some(s)
-        }
-        None => None,
-    };
+    let keep = first_of_its_kind(ctx, line, start, &name, seen);
     match chars.get(j) {
         Some('{') => {
             if keep.is_none() && Section::from_name(&name).is_none() {

@@ -266,74 +266,17 @@ impl Validator<'_> {
         let run_as = self.run_as(&args);
         let mut ok = true;
 
-        let proto = match args.get("proto") {
-            None => Proto::Tcp,
-            Some(arg) => match arg.value.as_str() {
-                "tcp" => Proto::Tcp,
-                "tcp4" => Proto::Tcp4,
-                "tcp6" => Proto::Tcp6,
-                "udp" => Proto::Udp,
-                "udp4" => Proto::Udp4,
-                "udp6" => Proto::Udp6,
-                other => {
-                    let more = if other.starts_with("quic") {
-                        " (QUIC services are not supported by ringmaster)"
-                    } else {
-                        ""
-                    };
-                    self.error(
-                        entry,
-                        arg.value_col,
-                        format!(
-                            "unknown `proto={other}`: expected tcp, tcp4, tcp6, udp, udp4 or udp6{more}"
-                        ),
-                    );
-                    ok = false;
-                    Proto::Tcp
-                }
-            },
-        };
+        let proto = self.proto(&args).unwrap_or_else(|()| {
+            ok = false;
+            Proto::Tcp
+        });
         let transport = if proto.is_udp() {
             Transport::Udp
         } else {
             Transport::Tcp
         };
 
-        let listen = match args.get("listen") {
-            None => {
-                self.error(
-                    entry,
-                    entry.location.col,
-                    format!("SERVICES entry `{}` has no `listen=`", entry.name),
-                );
-                None
-            }
-            Some(arg) => match parse_listen(&arg.value, transport, &self.env.services) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    let col = if arg.value.is_empty() {
-                        arg.value_col
-                    } else {
-                        offset_col(arg, e.offset)
-                    };
-                    self.error(entry, col, e.message);
-                    None
-                }
-            },
-        };
-        if let (Some(Listen::Unix(_)), Some(arg)) = (&listen, args.get("proto")) {
-            if !matches!(proto, Proto::Tcp | Proto::Udp) {
-                self.warning(
-                    entry,
-                    arg.value_col,
-                    format!(
-                        "the address family of `proto={proto}` means nothing for a unix socket; \
-                         ringmaster reads it as `{}`",
-                        if proto.is_udp() { "udp" } else { "tcp" }
-                    ),
-                );
-            }
-        }
+        let listen = self.listen(&args, proto, transport);
 
         let prefork = self.number(&args, "prefork", u64::from(u32::MAX));
         let maxforkrate = self.number(&args, "maxforkrate", u64::from(u32::MAX));
@@ -372,45 +315,7 @@ impl Validator<'_> {
         if babysit && maxforkrate == 0 {
             maxforkrate = BABYSIT_MAXFORKRATE;
         }
-        if proto.is_udp() {
-            // Cyrus runs one worker at a time on a datagram socket.
-            if let Some(arg) = args.get("maxchild") {
-                if maxchild != Some(1) {
-                    self.warning(
-                        entry,
-                        arg.value_col,
-                        "a UDP service runs one worker at a time; `maxchild=` is ignored",
-                    );
-                }
-            }
-            if prefork > 1 {
-                if let Some(arg) = args.get("prefork") {
-                    self.warning(
-                        entry,
-                        arg.value_col,
-                        "a UDP service keeps at most one worker ready; read as `prefork=1`",
-                    );
-                }
-                prefork = 1;
-            }
-            maxchild = Some(1);
-        } else {
-            if let (Some(0), Some(arg)) = (maxchild, args.get("maxchild")) {
-                self.warning(
-                    entry,
-                    arg.value_col,
-                    "`maxchild=0`: this service will never start a worker",
-                );
-            } else if let (Some(max), Some(arg)) = (maxchild, args.get("prefork")) {
-                if prefork > max {
-                    self.warning(
-                        entry,
-                        arg.value_col,
-                        format!("`prefork={prefork}` is more than `maxchild={max}`; at most {max} will be ready"),
-                    );
-                }
-            }
-        }
+        self.worker_limits(&args, proto, &mut prefork, &mut maxchild);
         Some(ServiceEntry {
             name: entry.name.clone(),
             cmd,
@@ -426,16 +331,129 @@ impl Validator<'_> {
         })
     }
 
-    fn event(&mut self, entry: &RawEntry) -> Option<EventEntry> {
-        let args = Args {
-            entry,
-            section: Section::Events,
+    /// `proto=` (tcp when absent); `Err` once an unknown one is reported.
+    fn proto(&mut self, args: &Args) -> Result<Proto, ()> {
+        match args.get("proto") {
+            None => Ok(Proto::Tcp),
+            Some(arg) => match arg.value.as_str() {
+                "tcp" => Ok(Proto::Tcp),
+                "tcp4" => Ok(Proto::Tcp4),
+                "tcp6" => Ok(Proto::Tcp6),
+                "udp" => Ok(Proto::Udp),
+                "udp4" => Ok(Proto::Udp4),
+                "udp6" => Ok(Proto::Udp6),
+                other => {
+                    let more = if other.starts_with("quic") {
+                        " (QUIC services are not supported by ringmaster)"
+                    } else {
+                        ""
+                    };
+                    self.error(
+                        args.entry,
+                        arg.value_col,
+                        format!(
+                            "unknown `proto={other}`: expected tcp, tcp4, tcp6, udp, udp4 or udp6{more}"
+                        ),
+                    );
+                    Err(())
+                }
+            },
+        }
+    }
+
+    /// `listen=`, parsed for `transport`; None once a problem is reported.
+    fn listen(&mut self, args: &Args, proto: Proto, transport: Transport) -> Option<Listen> {
+        let listen = match args.get("listen") {
+            None => {
+                self.error(
+                    args.entry,
+                    args.entry.location.col,
+                    format!("SERVICES entry `{}` has no `listen=`", args.entry.name),
+                );
+                None
+            }
+            Some(arg) => match parse_listen(&arg.value, transport, &self.env.services) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let col = if arg.value.is_empty() {
+                        arg.value_col
+                    } else {
+                        offset_col(arg, e.offset)
+                    };
+                    self.error(args.entry, col, e.message);
+                    None
+                }
+            },
         };
-        self.check_keys(&args, EVENT_KEYS);
-        let cmd = self.command(&args);
-        let run_as = self.run_as(&args);
-        let period = self.number(&args, "period", u64::from(u32::MAX));
-        let at = match args.get("at") {
+        if let (Some(Listen::Unix(_)), Some(arg)) = (&listen, args.get("proto")) {
+            if !matches!(proto, Proto::Tcp | Proto::Udp) {
+                self.warning(
+                    args.entry,
+                    arg.value_col,
+                    format!(
+                        "the address family of `proto={proto}` means nothing for a unix socket; \
+                         ringmaster reads it as `{}`",
+                        if proto.is_udp() { "udp" } else { "tcp" }
+                    ),
+                );
+            }
+        }
+        listen
+    }
+
+    /// Cyrus's limits for what the socket is: one worker at a time on a datagram socket;
+    /// warnings for a stream service whose prefork or maxchild cannot work as written.
+    fn worker_limits(
+        &mut self,
+        args: &Args,
+        proto: Proto,
+        prefork: &mut u32,
+        maxchild: &mut Option<u32>,
+    ) {
+        if proto.is_udp() {
+            // Cyrus runs one worker at a time on a datagram socket.
+            if let Some(arg) = args.get("maxchild") {
+                if *maxchild != Some(1) {
+                    self.warning(
+                        args.entry,
+                        arg.value_col,
+                        "a UDP service runs one worker at a time; `maxchild=` is ignored",
+                    );
+                }
+            }
+            if *prefork > 1 {
+                if let Some(arg) = args.get("prefork") {
+                    self.warning(
+                        args.entry,
+                        arg.value_col,
+                        "a UDP service keeps at most one worker ready; read as `prefork=1`",
+                    );
+                }
+                *prefork = 1;
+            }
+            *maxchild = Some(1);
+        } else {
+            if let (Some(0), Some(arg)) = (*maxchild, args.get("maxchild")) {
+                self.warning(
+                    args.entry,
+                    arg.value_col,
+                    "`maxchild=0`: this service will never start a worker",
+                );
+            } else if let (Some(max), Some(arg)) = (*maxchild, args.get("prefork")) {
+                if *prefork > max {
+                    self.warning(
+                        args.entry,
+                        arg.value_col,
+                        format!("`prefork={}` is more than `maxchild={max}`; at most {max} will be ready", *prefork),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `at=` (HHMM), None when absent; `Err` once a bad one is reported.
+    fn time_of_day(&mut self, args: &Args) -> Result<Option<TimeOfDay>, ()> {
+        match args.get("at") {
             None => Ok(None),
             Some(arg) => {
                 let text = arg.value.as_str();
@@ -454,7 +472,7 @@ impl Validator<'_> {
                     })),
                     _ => {
                         self.error(
-                            entry,
+                            args.entry,
                             arg.value_col,
                             format!("`at={text}` is not a time of day (HHMM, from 0000 to 2359)"),
                         );
@@ -462,7 +480,19 @@ impl Validator<'_> {
                     }
                 }
             }
+        }
+    }
+
+    fn event(&mut self, entry: &RawEntry) -> Option<EventEntry> {
+        let args = Args {
+            entry,
+            section: Section::Events,
         };
+        self.check_keys(&args, EVENT_KEYS);
+        let cmd = self.command(&args);
+        let run_as = self.run_as(&args);
+        let period = self.number(&args, "period", u64::from(u32::MAX));
+        let at = self.time_of_day(&args);
         let cron = match args.get("cron") {
             None => Ok(None),
             Some(arg) => match parse_cron(&arg.value) {
