@@ -334,6 +334,9 @@ pub struct Prepared {
 /// a START entry is fatal, as START prepares what everything else needs (Cyrus exits when a
 /// START command fails). Err: the master must refuse to start (or keep the old
 /// configuration on reload), with every problem found, warnings included.
+// One pass over the entries, section by section; to be split once the parallel work on
+// loading (control socket) has merged.
+#[allow(clippy::too_many_lines)]
 pub fn prepare(
     sources: &Sources,
     policy: &IdentityPolicy,

@@ -47,6 +47,9 @@ pub fn run(args: RunArgs) -> i32 {
     code
 }
 
+// Start-up in order, one step after the other; to be split into steps once the start-up work
+// running in parallel (control socket, readiness notification, packaging) has merged.
+#[allow(clippy::too_many_lines)]
 fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     if let Err(err) = sys::signals::assert_single_threaded() {
         error!("{err}");

@@ -403,22 +403,7 @@ impl Runtime {
                     warn!("cannot send {signal} to {pid}: {err}");
                 }
             }
-            Action::SignalGroup { pgid, signal } => {
-                let signal = sig_of(signal);
-                let raw = pgid;
-                let pgid = nix::unistd::Pid::from_raw(pgid);
-                // After a pid wrap the number may be an unrelated group: signal it only while
-                // one of our children (which pins the number) is in it.
-                let groups = self
-                    .child_groups
-                    .get_or_insert_with(sys::process::groups_of_children);
-                if !groups.contains(&pgid) {
-                    debug!("process group {pgid} holds none of our children: not signalled");
-                    self.answer(Input::GroupGone { pgid: raw });
-                } else if let Err(err) = sys::process::signal_group(pgid, signal) {
-                    warn!("cannot send {signal} to process group {pgid}: {err}");
-                }
-            }
+            Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
             Action::SignalEscaped { signal, known } => {
                 let known: std::collections::HashSet<i32> = known.into_iter().collect();
                 for pid in sys::process::live_children() {
@@ -459,6 +444,24 @@ impl Runtime {
                 self.pools.clear();
                 self.exit_code = Some(code);
             }
+        }
+    }
+
+    /// Signals a group a worker left behind, only while one of our children is in it.
+    fn signal_group(&mut self, pgid: i32, signal: Sig) {
+        let signal = sig_of(signal);
+        let raw = pgid;
+        let pgid = nix::unistd::Pid::from_raw(pgid);
+        // After a pid wrap the number may be an unrelated group: signal it only while
+        // one of our children (which pins the number) is in it.
+        let groups = self
+            .child_groups
+            .get_or_insert_with(sys::process::groups_of_children);
+        if !groups.contains(&pgid) {
+            debug!("process group {pgid} holds none of our children: not signalled");
+            self.answer(Input::GroupGone { pgid: raw });
+        } else if let Err(err) = sys::process::signal_group(pgid, signal) {
+            warn!("cannot send {signal} to process group {pgid}: {err}");
         }
     }
 

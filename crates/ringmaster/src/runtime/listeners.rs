@@ -26,25 +26,7 @@ impl Runtime {
         }
         let retiring: Vec<Option<SocketIdentity>> =
             candidates.iter().map(|l| l.identity.clone()).collect();
-        let planned = sys::net::bind_listeners_reusing(
-            &listen,
-            proto,
-            self.backlog,
-            |identity| handover::take_over(identity, &retiring),
-            |identity| {
-                let sharers = handover::port_sharers(identity, &retiring);
-                for &i in &sharers {
-                    let Some(l) = candidates.get(i) else { continue };
-                    if let Err(err) = sys::net::allow_port_sharing(l.fd.as_fd()) {
-                        warn!(
-                            "{name}: cannot share the port of {}: {err}",
-                            identity.address
-                        );
-                    }
-                }
-                !sharers.is_empty()
-            },
-        );
+        let planned = bind_or_take_over(name, &listen, proto, self.backlog, &candidates, &retiring);
         let planned = match planned {
             Ok(p) => p,
             Err(err) => {
@@ -88,59 +70,13 @@ impl Runtime {
                 }
             }
         }
-        let serving: Vec<Option<SocketIdentity>> =
-            listeners.iter().map(|(_, l)| l.identity.clone()).collect();
-        let mut next_index = listeners.len();
-        for i in handover::keep_covered(&serving, &retiring, &taken) {
-            let Some(old) = candidates.get(i) else {
-                continue;
-            };
-            if let Some(identity) = &old.identity {
-                info!(
-                    "{name}: keeping the open socket on {}, which it covers",
-                    identity.address
-                );
-            }
-            listeners.push((u8::try_from(next_index).unwrap_or(u8::MAX), old.clone()));
-            next_index += 1;
-        }
+        keep_covered(name, &candidates, &retiring, &taken, &mut listeners);
         let mut families = Vec::new();
         for (family, listener) in listeners {
             let pool = PoolId { service, family };
-            let (status_read, status_write) = match sys::pipe::status_pipe() {
-                Ok(pair) => pair,
-                Err(err) => {
-                    error!("{name}: cannot create a status pipe: {err}");
-                    continue;
-                }
-            };
-            if let Err(err) = self
-                .poller
-                .add(status_read.as_fd(), pool_token(KIND_STATUS, pool))
-            {
-                error!("{name}: cannot watch the status pipe: {err}");
-                continue;
+            if self.add_pool_io(name, pool, listener) {
+                families.push(family);
             }
-            let watch_fd = match listener.fd.try_clone() {
-                Ok(fd) => fd,
-                Err(err) => {
-                    error!("{name}: cannot duplicate the listener: {err}");
-                    let _ = self.poller.delete(status_read.as_fd());
-                    continue;
-                }
-            };
-            families.push(pool.family);
-            self.pools.insert(
-                pool,
-                PoolIo {
-                    listener,
-                    watch_fd,
-                    status_read,
-                    status_write,
-                    pending: Vec::new(),
-                    watched: false,
-                },
-            );
         }
         if families.is_empty() {
             self.answer(Input::BindFailed {
@@ -150,6 +86,45 @@ impl Runtime {
         } else {
             self.answer(Input::Bound { service, families });
         }
+    }
+
+    /// Opens a pool's status pipe and its own watch descriptor of `listener`; false (logged)
+    /// when one cannot be had.
+    fn add_pool_io(&mut self, name: &str, pool: PoolId, listener: Rc<Listener>) -> bool {
+        let (status_read, status_write) = match sys::pipe::status_pipe() {
+            Ok(pair) => pair,
+            Err(err) => {
+                error!("{name}: cannot create a status pipe: {err}");
+                return false;
+            }
+        };
+        if let Err(err) = self
+            .poller
+            .add(status_read.as_fd(), pool_token(KIND_STATUS, pool))
+        {
+            error!("{name}: cannot watch the status pipe: {err}");
+            return false;
+        }
+        let watch_fd = match listener.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(err) => {
+                error!("{name}: cannot duplicate the listener: {err}");
+                let _ = self.poller.delete(status_read.as_fd());
+                return false;
+            }
+        };
+        self.pools.insert(
+            pool,
+            PoolIo {
+                listener,
+                watch_fd,
+                status_read,
+                status_write,
+                pending: Vec::new(),
+                watched: false,
+            },
+        );
+        true
     }
 
     pub(super) fn watch(&mut self, pool: PoolId, on: bool) {
@@ -206,4 +181,62 @@ impl Runtime {
             // which Cyrus's workers ignore.
         }
     }
+}
+
+/// Adds to `listeners` the retiring sockets the entry's new ones cover (the core decides
+/// which), numbered after them.
+fn keep_covered(
+    name: &str,
+    candidates: &[Rc<Listener>],
+    retiring: &[Option<SocketIdentity>],
+    taken: &[usize],
+    listeners: &mut Vec<(u8, Rc<Listener>)>,
+) {
+    let serving: Vec<Option<SocketIdentity>> =
+        listeners.iter().map(|(_, l)| l.identity.clone()).collect();
+    let mut next_index = listeners.len();
+    for i in handover::keep_covered(&serving, retiring, taken) {
+        let Some(old) = candidates.get(i) else {
+            continue;
+        };
+        if let Some(identity) = &old.identity {
+            info!(
+                "{name}: keeping the open socket on {}, which it covers",
+                identity.address
+            );
+        }
+        listeners.push((u8::try_from(next_index).unwrap_or(u8::MAX), old.clone()));
+        next_index += 1;
+    }
+}
+
+/// Binds the entry's addresses, taking over or sharing a port with the retiring sockets
+/// (`candidates`, whose identities are `retiring`) as the core's `handover` says.
+fn bind_or_take_over(
+    name: &str,
+    listen: &Listen,
+    proto: Proto,
+    backlog: i32,
+    candidates: &[Rc<Listener>],
+    retiring: &[Option<SocketIdentity>],
+) -> io::Result<Vec<sys::net::Planned>> {
+    sys::net::bind_listeners_reusing(
+        listen,
+        proto,
+        backlog,
+        |identity| handover::take_over(identity, retiring),
+        |identity| {
+            let sharers = handover::port_sharers(identity, retiring);
+            for &i in &sharers {
+                let Some(l) = candidates.get(i) else { continue };
+                if let Err(err) = sys::net::allow_port_sharing(l.fd.as_fd()) {
+                    warn!(
+                        "{name}: cannot share the port of {}: {err}",
+                        identity.address
+                    );
+                }
+            }
+            !sharers.is_empty()
+        },
+    )
 }

@@ -401,6 +401,73 @@ unsafe fn run_child(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
     unsafe { child_steps(plan, report_fd) }
 }
 
+/// Step (c) of [`child_steps`]: RLIMIT_NOFILE to `limit`, or to the hard limit when an
+/// unprivileged master may not raise it.
+///
+/// # Safety
+///
+/// As [`run_child`]: only in the child, between clone and exec.
+#[allow(unsafe_op_in_unsafe_fn)]
+unsafe fn set_file_limit(limit: libc::rlim_t, report_fd: RawFd) {
+    let wanted = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if Errno::last_raw() != libc::EPERM
+            || libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) != 0
+        {
+            fail(report_fd, Stage::FileLimit);
+        }
+        let clamped = libc::rlimit {
+            rlim_cur: limit.min(current.rlim_max),
+            rlim_max: current.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &clamped) != 0 {
+            fail(report_fd, Stage::FileLimit);
+        }
+    }
+}
+
+/// Step (e) of [`child_steps`]: groups, gid, uid, in that order; then make sure root cannot
+/// come back. Raw syscalls: glibc's wrappers run a broadcast to "all threads" that has no
+/// business in this child.
+///
+/// # Safety
+///
+/// As [`run_child`]: only in the child, between clone and exec.
+#[allow(unsafe_op_in_unsafe_fn)]
+unsafe fn change_identity(creds: &Credentials, report_fd: RawFd) {
+    let unchanged = libc::geteuid() != 0
+        && libc::getuid() == creds.uid
+        && libc::geteuid() == creds.uid
+        && libc::getgid() == creds.gid
+        && libc::getegid() == creds.gid;
+    if !unchanged {
+        if libc::syscall(
+            libc::SYS_setgroups,
+            creds.groups.len(),
+            creds.groups.as_ptr(),
+        ) != 0
+        {
+            fail(report_fd, Stage::Groups);
+        }
+        if libc::syscall(libc::SYS_setgid, creds.gid) != 0 {
+            fail(report_fd, Stage::Gid);
+        }
+        if libc::syscall(libc::SYS_setuid, creds.uid) != 0 {
+            fail(report_fd, Stage::Uid);
+        }
+        if creds.uid != 0 && libc::syscall(libc::SYS_setuid, 0) == 0 {
+            fail_with(report_fd, Stage::RegainedRoot, libc::EPERM);
+        }
+    }
+}
+
 /// The body of [`run_child`].
 ///
 /// # Safety
@@ -452,28 +519,7 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
 
     // (c) RLIMIT_NOFILE.
     if let Some(limit) = plan.nofile_limit {
-        let wanted = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
-            let mut current = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if Errno::last_raw() != libc::EPERM
-                || libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) != 0
-            {
-                fail(report_fd, Stage::FileLimit);
-            }
-            let clamped = libc::rlimit {
-                rlim_cur: limit.min(current.rlim_max),
-                rlim_max: current.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &clamped) != 0 {
-                fail(report_fd, Stage::FileLimit);
-            }
-        }
+        set_file_limit(limit, report_fd);
     }
 
     // (d) default dispositions for every signal (SIGKILL and SIGSTOP cannot be changed). The
@@ -484,33 +530,9 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
         }
     }
 
-    // (e) groups, gid, uid, in that order; then make sure root cannot come back. Raw syscalls:
-    // glibc's wrappers run a broadcast to "all threads" that has no business in this child.
+    // (e) groups, gid, uid, in that order; then make sure root cannot come back.
     if let Some(creds) = plan.credentials {
-        let unchanged = libc::geteuid() != 0
-            && libc::getuid() == creds.uid
-            && libc::geteuid() == creds.uid
-            && libc::getgid() == creds.gid
-            && libc::getegid() == creds.gid;
-        if !unchanged {
-            if libc::syscall(
-                libc::SYS_setgroups,
-                creds.groups.len(),
-                creds.groups.as_ptr(),
-            ) != 0
-            {
-                fail(report_fd, Stage::Groups);
-            }
-            if libc::syscall(libc::SYS_setgid, creds.gid) != 0 {
-                fail(report_fd, Stage::Gid);
-            }
-            if libc::syscall(libc::SYS_setuid, creds.uid) != 0 {
-                fail(report_fd, Stage::Uid);
-            }
-            if creds.uid != 0 && libc::syscall(libc::SYS_setuid, 0) == 0 {
-                fail_with(report_fd, Stage::RegainedRoot, libc::EPERM);
-            }
-        }
+        change_identity(creds, report_fd);
     }
 
     // (f) the death signal is cleared by the kernel on a uid change, so it comes after.
