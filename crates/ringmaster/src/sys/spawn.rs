@@ -401,12 +401,8 @@ unsafe fn run_child(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
     unsafe { child_steps(plan, report_fd) }
 }
 
-/// Step (c) of [`child_steps`]: RLIMIT_NOFILE to `limit`, or to the hard limit when an
-/// unprivileged master may not raise it.
-///
-/// # Safety
-///
-/// As [`run_child`]: only in the child, between clone and exec.
+/// Step (c) of [`child_steps`], with its safety contract: RLIMIT_NOFILE to `limit`, or to the
+/// hard limit when an unprivileged master may not raise it.
 #[allow(unsafe_op_in_unsafe_fn)]
 unsafe fn set_file_limit(limit: libc::rlim_t, report_fd: RawFd) {
     let wanted = libc::rlimit {
@@ -433,13 +429,9 @@ unsafe fn set_file_limit(limit: libc::rlim_t, report_fd: RawFd) {
     }
 }
 
-/// Step (e) of [`child_steps`]: groups, gid, uid, in that order; then make sure root cannot
-/// come back. Raw syscalls: glibc's wrappers run a broadcast to "all threads" that has no
-/// business in this child.
-///
-/// # Safety
-///
-/// As [`run_child`]: only in the child, between clone and exec.
+/// Step (e) of [`child_steps`], with its safety contract: groups, gid, uid, in that order; then
+/// make sure root cannot come back. Raw syscalls: glibc's wrappers run a broadcast to "all
+/// threads" that has no business in this child.
 #[allow(unsafe_op_in_unsafe_fn)]
 unsafe fn change_identity(creds: &Credentials, report_fd: RawFd) {
     let unchanged = libc::geteuid() != 0
