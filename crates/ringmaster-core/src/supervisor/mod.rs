@@ -1,7 +1,7 @@
 //! The supervisor: every decision of the master, as a pure state machine.
 //!
-//! `handle(input, now)` takes one thing that happened and returns what to do; it makes no
-//! syscall. The runtime turns fds and signals into [`Input`]s and carries out [`Action`]s;
+//! `handle(input, now)` takes one thing that happened and returns what to do, log records
+//! included (log.rs: it never logs itself); it makes no syscall. The runtime turns fds and signals into [`Input`]s and carries out [`Action`]s;
 //! their answers (spawned pids, bound sockets, loaded configs) join a queue of inputs and are
 //! handled once every action of the input that asked for them is carried out, so `handle` is
 //! never re-entered. Between an action and its answer the supervisor counts it as pending
