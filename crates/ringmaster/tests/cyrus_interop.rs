@@ -307,7 +307,9 @@ fn crashed_imapd_is_reaped_replaced_and_cleaned_up() {
     if !cyrus.reference {
         for pid in [busy, idle] {
             assert!(
-                cyrus.master.wait_log(&format!("worker {pid}")),
+                cyrus
+                    .master
+                    .wait_logged("worker_crashed", &[&format!("pid={pid}")]),
                 "crash of {pid} not logged\n{}",
                 cyrus.master.log_text()
             );
