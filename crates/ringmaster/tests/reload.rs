@@ -333,3 +333,36 @@ fn daemons_are_recycled_and_events_replaced_on_reload() {
         .unwrap_or("")
         .contains("second"));
 }
+
+#[test]
+fn a_daemon_ignoring_a_reloads_sigterm_is_killed_and_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new("daemonkill");
+    // SIGTERM stays ignored across the exec: the daemon is deaf to it.
+    let deaf = dir.path("deaf.sh");
+    std::fs::write(&deaf, "#!/bin/sh\ntrap '' TERM\nexec sleep 600\n").expect("write script");
+    std::fs::set_permissions(&deaf, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let conf = |tag: &str| format!("DAEMON {{\n  deaf cmd=\"{} {tag}\"\n}}\n", deaf.display());
+    let mut m = Start::new(&dir, &conf("first"))
+        .arg("--stop-timeout")
+        .arg("1")
+        .start();
+    let before = m.wait_children(1);
+    m.rewrite_conf(&conf("second"));
+    m.signal(Signal::SIGHUP);
+    let mut now = before.clone();
+    assert!(
+        wait_until(WAIT, || {
+            now = m.children();
+            now.len() == 1 && now.is_disjoint(&before)
+        }),
+        "the deaf daemon was never replaced: {before:?} -> {now:?}\n{}",
+        m.log_text()
+    );
+    assert!(
+        logged(&m.log_text(), "daemon_killed", &["entry=deaf"]),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.exited().is_none());
+}
