@@ -151,6 +151,7 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             "1".to_string(),
         )],
         bind_errors_fatal: imapd.master_bind_errors_fatal(),
+        log_debug: tracing::enabled!(tracing::Level::DEBUG),
     };
     let config = launcher.setup().config.clone();
     info!(

@@ -202,6 +202,9 @@ impl Leftovers {
                 if let Some(per) = self.services.get_mut(&group.service) {
                     per.reaped += 1;
                 }
+                if !logs.debug_on() {
+                    return;
+                }
                 logs.debug(
                     LogEvent::LeftoverReaped,
                     format!(

@@ -199,9 +199,24 @@ impl LogRecord {
 #[derive(Debug, Default)]
 pub(super) struct Logs {
     records: Vec<LogRecord>,
+    /// Debug-level records are wanted. When not, the frequent ones (a fork, an exit) are not
+    /// even built (their callers ask [`Logs::debug_on`] first), and the rare ones are dropped
+    /// at the drain.
+    debug: bool,
 }
 
 impl Logs {
+    pub(super) fn new(debug: bool) -> Logs {
+        Logs {
+            records: Vec::new(),
+            debug,
+        }
+    }
+
+    pub(super) fn debug_on(&self) -> bool {
+        self.debug
+    }
+
     pub(super) fn push(
         &mut self,
         level: Level,
@@ -234,7 +249,13 @@ impl Logs {
         if self.records.is_empty() {
             return;
         }
-        let actions: Vec<Action> = self.records.drain(..).map(Action::Log).collect();
+        let debug = self.debug;
+        let actions: Vec<Action> = self
+            .records
+            .drain(..)
+            .filter(|r| debug || r.level != Level::Debug)
+            .map(Action::Log)
+            .collect();
         out.splice(0..0, actions);
     }
 }
@@ -263,7 +284,7 @@ mod tests {
 
     #[test]
     fn records_go_before_the_actions_in_order() {
-        let mut logs = Logs::default();
+        let mut logs = Logs::new(true);
         logs.warn(LogEvent::BindFailed, "first")
             .with(Field::Service, "imap");
         logs.info(LogEvent::Ready, "second");
@@ -277,5 +298,16 @@ mod tests {
         assert_eq!(first.field(Field::Service), Some("imap"));
         assert!(matches!(&out[1], Action::Log(r) if r.event == LogEvent::Ready));
         assert_eq!(out[2], Action::Exit(0));
+    }
+
+    #[test]
+    fn debug_records_are_dropped_unless_wanted() {
+        let mut logs = Logs::new(false);
+        assert!(!logs.debug_on());
+        logs.debug(LogEvent::WorkerExited, "quiet");
+        logs.info(LogEvent::Ready, "said");
+        let mut out = Vec::new();
+        logs.drain_into(&mut out);
+        assert!(matches!(&out[..], [Action::Log(r)] if r.event == LogEvent::Ready));
     }
 }

@@ -111,6 +111,9 @@ pub struct Settings {
     pub worker_env: Vec<(String, String)>,
     /// imapd.conf's `master_bind_errors_fatal`: a bind failure at start-up stops the master.
     pub bind_errors_fatal: bool,
+    /// Build debug-level log records (the shell prints them): off, a fork or an exit costs
+    /// no record at all.
+    pub log_debug: bool,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(300),
             worker_env: Vec::new(),
             bind_errors_fatal: false,
+            log_debug: true,
         }
     }
 }
@@ -187,6 +191,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(config: Config, settings: Settings, local: LocalClock) -> Supervisor {
+        let logs = Logs::new(settings.log_debug);
         Supervisor {
             config,
             settings,
@@ -207,7 +212,7 @@ impl Supervisor {
             faults: faults::Faults::default(),
             leftovers: leftovers::Leftovers::default(),
             note_log: RateLimiter::default(),
-            logs: Logs::default(),
+            logs,
         }
     }
 
@@ -389,9 +394,11 @@ impl Supervisor {
                         served: false,
                     },
                 );
-                let message = format!("forked worker {pid} for {}", self.pool_name(pool));
-                self.pool_log(Level::Debug, LogEvent::WorkerForked, pool, message)
-                    .with(Field::Pid, pid);
+                if self.logs.debug_on() {
+                    let message = format!("forked worker {pid} for {}", self.pool_name(pool));
+                    self.pool_log(Level::Debug, LogEvent::WorkerForked, pool, message)
+                        .with(Field::Pid, pid);
+                }
             }
             Role::Start { index } => {
                 if let Phase::StartCommands { running, next } = &mut self.phase {
@@ -525,14 +532,16 @@ impl Supervisor {
         {
             // A live worker's descendant whose parent went first came back to us: normal for
             // a worker that runs a program which forks (a sendmail, say).
-            let message = format!(
-                "{}: reaped process {pid} ({status}) started under worker {group}",
-                self.pool_name(w)
-            );
-            self.pool_log(Level::Debug, LogEvent::StrayDescendantReaped, w, message)
-                .with(Field::Pid, pid)
-                .with(Field::Status, status)
-                .with(Field::Pgid, group);
+            if self.logs.debug_on() {
+                let message = format!(
+                    "{}: reaped process {pid} ({status}) started under worker {group}",
+                    self.pool_name(w)
+                );
+                self.pool_log(Level::Debug, LogEvent::StrayDescendantReaped, w, message)
+                    .with(Field::Pid, pid)
+                    .with(Field::Status, status)
+                    .with(Field::Pgid, group);
+            }
         } else {
             self.leftovers
                 .reaped_unknown(pid, status, pgid, now.mono, &mut self.logs);

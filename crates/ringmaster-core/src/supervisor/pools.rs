@@ -317,16 +317,20 @@ impl Supervisor {
                 self.count_ready_fail(w.pool, now, out);
             }
         } else {
-            let message = format!("{name}: worker {pid} exited ({status})");
-            self.pool_log(Level::Debug, LogEvent::WorkerExited, w.pool, message)
-                .with(Field::Pid, pid)
-                .with(Field::Status, status);
+            if self.logs.debug_on() {
+                let message = format!("{name}: worker {pid} exited ({status})");
+                self.pool_log(Level::Debug, LogEvent::WorkerExited, w.pool, message)
+                    .with(Field::Pid, pid)
+                    .with(Field::Status, status);
+            }
             // Exiting at once without serving, whatever the status, is a failure too: a
             // worker that exits 0 at start would otherwise be forked as fast as it exits.
             if ours && !w.served && now.mono.saturating_duration_since(w.forked_at) < QUICK_EXIT {
-                let message = format!("{name}: worker {pid} exited before serving a client");
-                self.pool_log(Level::Debug, LogEvent::WorkerQuickExit, w.pool, message)
-                    .with(Field::Pid, pid);
+                if self.logs.debug_on() {
+                    let message = format!("{name}: worker {pid} exited before serving a client");
+                    self.pool_log(Level::Debug, LogEvent::WorkerQuickExit, w.pool, message)
+                        .with(Field::Pid, pid);
+                }
                 self.count_ready_fail(w.pool, now, out);
             }
         }

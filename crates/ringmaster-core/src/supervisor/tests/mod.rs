@@ -82,6 +82,7 @@ impl Harness {
             drain_timeout: Duration::from_secs(60),
             worker_env: vec![],
             bind_errors_fatal: false,
+            log_debug: true,
         };
         Harness {
             sup: Supervisor::new(config, settings, utc),
