@@ -14,3 +14,11 @@ pub mod logging;
 pub mod run;
 pub mod runtime;
 pub mod sys;
+
+/// The version and git revision, as `--version` prints them and the master logs at start.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGMASTER_GIT_REV"),
+    ")"
+);
