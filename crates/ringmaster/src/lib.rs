@@ -5,6 +5,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod assets;
 pub mod check;
 pub mod cli;
 pub mod demo;
