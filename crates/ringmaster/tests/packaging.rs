@@ -67,6 +67,20 @@ fn man_pages_name_every_flag_signal_and_exit_status() {
         );
     }
     assert!(!master.contains("generate\\-assets"), "a hidden command");
+    // Viewable with `man -l`, where man is installed (CI installs it).
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(dir.path("man/ringmaster.8"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output();
+    if let Ok(out) = rendered {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("EXIT STATUS"),
+            "{text}"
+        );
+    }
     let conf = fs::read_to_string(dir.path("man/ringmaster-cyrus.conf.5")).expect("conf page");
     for key in [
         "user=", "group=", "cron=", "listen=", "prefork=", "babysit=",
