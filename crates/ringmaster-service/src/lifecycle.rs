@@ -20,10 +20,13 @@ pub enum Stop {
     MaxUses,
     /// The master asked for a recycle (SIGHUP), idle or after the client finished.
     Hangup,
+    /// The master shut the listener down (accept fails with EINVAL): a reload closed or
+    /// paused this service's socket. Nothing more will come, so the worker leaves cleanly.
+    ListenerClosed,
 }
 
 impl Stop {
-    /// The exit status Cyrus's services use for this stop: 0 for both.
+    /// The exit status Cyrus's services use for this stop: 0 for all.
     pub const fn exit_code(self) -> i32 {
         0
     }

@@ -137,6 +137,8 @@ impl<'w> Loop<'w> {
             match got {
                 Ok(client) => return Ok(Ok(client)),
                 Err(e) if transient(e) => continue,
+                // Linux's answer on a listener shut down by the master (see Stop).
+                Err(Errno::EINVAL) => return Ok(Err(Stop::ListenerClosed)),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -18,7 +18,11 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 /// stop fast, SIGQUIT stops gracefully (workers finish their clients). Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
-#[command(name = "ringmaster", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ringmaster",
+    version = crate::VERSION,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -35,6 +39,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Run a built-in demo configuration (an echo service on 127.0.0.1) in the foreground.
     Demo(DemoArgs),
+    /// Write the man pages and shell completions into DIR (packaging: docs/packaging.md).
+    #[command(hide = true)]
+    GenerateAssets(crate::assets::GenerateArgs),
 }
 
 #[derive(Debug, Args)]

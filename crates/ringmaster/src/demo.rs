@@ -1,6 +1,8 @@
 //! `ringmaster demo`: a built-in configuration (an echo service on loopback) run in the
 //! foreground, so a new user sees ringmaster work in one command.
 
+use std::path::{Path, PathBuf};
+
 use clap::Parser;
 
 use crate::cli::{Cli, DemoArgs};
@@ -24,22 +26,58 @@ pub fn demo_config(worker: &str, port: u16, dir: &std::path::Path) -> String {
     )
 }
 
+/// Where the package installs the demo worker (`/usr/sbin` holds only the master).
+pub const PACKAGED_WORKER_DIR: &str = "/usr/lib/ringmaster";
+
+/// Where the demo looks for its worker, in order: beside the running binary (a cargo build,
+/// or a copy of both), then where the package puts it.
+pub fn worker_candidates(exe: &Path) -> Vec<PathBuf> {
+    vec![
+        exe.with_file_name(DEMO_WORKER),
+        Path::new(PACKAGED_WORKER_DIR).join(DEMO_WORKER),
+    ]
+}
+
+/// The first candidate that is an executable file, or a message saying where it looked and
+/// what to do.
+pub fn find_worker(exe: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates = worker_candidates(exe);
+    let executable = |p: &PathBuf| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(found) = candidates.iter().find(|p| executable(p)) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect();
+    Err(format!(
+        "cannot find the demo worker {DEMO_WORKER}; looked in:\n{}\n\
+         Build it beside ringmaster with `cargo build --release` (run target/release/ringmaster), \
+         copy it next to this ringmaster, or install the ringmaster package, which puts it in \
+         {PACKAGED_WORKER_DIR}/.",
+        looked.join("\n")
+    ))
+}
+
 /// Runs the demo; returns the exit status.
 pub fn run(args: &DemoArgs) -> i32 {
-    let worker = match std::env::current_exe() {
-        Ok(exe) => exe.with_file_name(DEMO_WORKER),
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
         Err(err) => {
             eprintln!("ringmaster demo: cannot find my own executable: {err}");
             return 1;
         }
     };
-    if !worker.exists() {
-        eprintln!(
-            "ringmaster demo: {} is missing; build it with `cargo build --release`",
-            worker.display()
-        );
-        return 1;
-    }
+    let worker = match find_worker(&exe) {
+        Ok(worker) => worker,
+        Err(message) => {
+            eprintln!("ringmaster demo: {message}");
+            return 1;
+        }
+    };
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("ringmaster-demo-{}", std::process::id()))
     });

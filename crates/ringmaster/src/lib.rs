@@ -7,6 +7,7 @@
 // No function over 80 lines (clippy.toml), save those that say why.
 #![warn(clippy::too_many_lines)]
 
+pub mod assets;
 pub mod check;
 pub mod cli;
 pub mod demo;
@@ -16,3 +17,11 @@ pub mod logging;
 pub mod run;
 pub mod runtime;
 pub mod sys;
+
+/// The version and git revision, as `--version` prints them and the master logs at start.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGMASTER_GIT_REV"),
+    ")"
+);

@@ -11,6 +11,7 @@ fn main() {
     let status = match cli.command {
         Some(Command::Check(args)) => ringmaster::check::run(&args, &mut std::io::stdout()),
         Some(Command::Demo(args)) => ringmaster::demo::run(&args),
+        Some(Command::GenerateAssets(args)) => ringmaster::assets::run(&args),
         None => ringmaster::run::run(cli.run),
     };
     std::process::exit(status);

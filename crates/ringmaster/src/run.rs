@@ -42,6 +42,7 @@ pub fn run(args: RunArgs) -> i32 {
         },
     };
     logging::init(target, args.verbose);
+    info!("ringmaster {} (pid {})", crate::VERSION, std::process::id());
     let code = run_logged(args, signals);
     info!("exiting with status {code}");
     code

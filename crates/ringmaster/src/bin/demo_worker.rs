@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use ringmaster_core::EXIT_CONFIG;
 use ringmaster_service::{
-    announce_daemon_ready, OnHangup, OnTerminate, Options, SockaddrStorage, Stream, Worker,
+    announce_daemon_ready, OnHangup, OnTerminate, Options, SockaddrStorage, Stop, Stream, Worker,
 };
 
 #[derive(Parser, Debug)]
@@ -217,6 +217,14 @@ fn main() {
     }
     let served = worker.serve(options, |stream| converse(stream, &banner, &worker));
     match served {
+        Ok(stop @ Stop::ListenerClosed) => {
+            eprintln!(
+                "{}[{}]: listener shut down by the master (reload or pause); exiting",
+                worker.service(),
+                worker.pid()
+            );
+            worker.exit(stop.exit_code())
+        }
         Ok(stop) => worker.exit(stop.exit_code()),
         Err(e) => {
             eprintln!("accept loop failed: {e}");
