@@ -58,3 +58,23 @@ pub fn clean() {
     let dir = std::env::temp_dir().join(format!("ringmaster-bench-c.{}", std::process::id()));
     let _ = fs::remove_dir_all(dir);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_c_programs_build_and_the_worker_wants_a_master() {
+        let worker = min_worker().unwrap();
+        // Like Cyrus's services: outside a master (no CYRUS_SERVICE) it exits 70.
+        let status = Command::new(&worker)
+            .env_remove("CYRUS_SERVICE")
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(70));
+        let floor = floor_master().unwrap();
+        let status = Command::new(&floor).status().unwrap();
+        assert_eq!(status.code(), Some(2), "usage error without arguments");
+        clean();
+    }
+}

@@ -25,7 +25,13 @@ pub struct DemandRun {
 /// Ports of `wanted` in the LISTEN state, from /proc/net/tcp (what the master has bound,
 /// seen without connecting: a connection would start a worker).
 fn listening(wanted: &HashSet<u16>) -> usize {
-    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    parse_listening(
+        &fs::read_to_string("/proc/net/tcp").unwrap_or_default(),
+        wanted,
+    )
+}
+
+fn parse_listening(text: &str, wanted: &HashSet<u16>) -> usize {
     text.lines()
         .skip(1)
         .filter(|line| {
@@ -132,4 +138,19 @@ pub fn run_services(
     master.stop();
     limits::sweep_orphans(&setup.worker.display().to_string(), &HashSet::new());
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_ports_from_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+            1: 0100007F:1F91 0100007F:C000 01 00000000:00000000\n\
+            2: 0100007F:1F92 00000000:0000 0A 00000000:00000000\n";
+        let wanted: HashSet<u16> = [0x1f90, 0x1f91].into_iter().collect();
+        assert_eq!(parse_listening(text, &wanted), 1);
+    }
 }

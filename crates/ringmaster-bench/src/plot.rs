@@ -6,11 +6,13 @@ use std::path::Path;
 use plotters::prelude::*;
 
 /// One master's points: (workers, recycle seconds) and (workers, CPU seconds per recycle).
-/// Runs that did not finish have no point.
+/// Sizes whose recycle did not finish have no point but a cross at the time limit.
 pub struct Series {
     pub label: String,
     pub recycle: Vec<(f64, f64)>,
     pub cpu: Vec<(f64, f64)>,
+    /// (workers, the limit in seconds) of recycles that did not finish.
+    pub not_done: Vec<(f64, f64)>,
 }
 
 const COLOURS: [RGBColor; 3] = [RGBColor(200, 40, 40), RGBColor(40, 90, 200), BLACK];
@@ -29,6 +31,7 @@ pub fn write(path: &Path, title: &str, series: &[Series]) -> Result<(), String> 
         "recycle, s",
         series,
         |s| &s.recycle,
+        true,
     )?;
     panel(
         &right,
@@ -36,6 +39,7 @@ pub fn write(path: &Path, title: &str, series: &[Series]) -> Result<(), String> 
         "CPU, s",
         series,
         |s| &s.cpu,
+        false,
     )?;
     root.present().map_err(|e| e.to_string())
 }
@@ -46,8 +50,18 @@ fn panel(
     y_label: &str,
     series: &[Series],
     points: impl Fn(&Series) -> &Vec<(f64, f64)>,
+    with_not_done: bool,
 ) -> Result<(), String> {
-    let all = series.iter().flat_map(|s| points(s).iter());
+    let crosses = |s: &Series| -> Vec<(f64, f64)> {
+        if with_not_done {
+            s.not_done.clone()
+        } else {
+            Vec::new()
+        }
+    };
+    let all = series
+        .iter()
+        .flat_map(|s| points(s).iter().copied().chain(crosses(s)));
     let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max) * 1.05;
     let y_max = all.map(|p| p.1).fold(0.01, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(area)
@@ -60,6 +74,7 @@ fn panel(
     chart
         .configure_mesh()
         .x_desc("workers")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_label)
         .draw()
         .map_err(|e| e.to_string())?;
@@ -74,6 +89,10 @@ fn panel(
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
             .map_err(|e| e.to_string())?;
+        let marks = crosses(s)
+            .into_iter()
+            .map(|p| Cross::new(p, 6, colour.stroke_width(2)));
+        chart.draw_series(marks).map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()

@@ -53,6 +53,8 @@ impl Shape {
 pub struct PoolRun {
     pub start: Outcome,
     pub recycle: Outcome,
+    /// The recycle ran into the time limit (rather than failing otherwise).
+    pub recycle_not_done: bool,
     pub stop: Outcome,
     pub cpu_start: Option<f64>,
     pub cpu_recycle: Option<f64>,
@@ -201,6 +203,7 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
     let mut run = PoolRun {
         start: Err("not started".into()),
         recycle: Err("not started".into()),
+        recycle_not_done: false,
         stop: Err("not started".into()),
         cpu_start: None,
         cpu_recycle: None,
@@ -243,10 +246,19 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
     run.start = wait_started(&mut master, &mut ready, want, since, setup.limit);
     let cpu_started = cpu(&master);
     run.cpu_start = cpu_started;
-    if run.start.is_ok() {
+    let misfit = setup.limits.misfit(shape.workers());
+    if let (Kind::Ringmaster, Some(why)) = (kind, &misfit) {
+        // It keeps the old pool until the new one is up: forking into pid exhaustion would
+        // make every other process on the machine fail to fork too.
+        run.recycle = Err(format!("not run: {why}"));
+    } else if run.start.is_ok() {
         let used = mem_before.saturating_sub(limits::mem_available_kb());
         run.kb_per_worker = Some(used as f64 / want.max(1) as f64);
         run.recycle = wait_recycled(&mut master, &mut ready, want, setup.limit);
+        run.recycle_not_done = run
+            .recycle
+            .as_ref()
+            .is_err_and(|e| e.starts_with("not done"));
         run.cpu_recycle = delta(cpu_started, cpu(&master));
         run.master_hwm_kb = master.rss_kb().1.map(|v| v as f64);
     } else {
@@ -268,4 +280,25 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
     }
     let _ = fs::remove_dir_all(&dir);
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let s = Shape::parse("100x50").unwrap();
+        assert_eq!((s.services, s.prefork, s.workers()), (100, 50, 5000));
+        assert!(Shape::parse("100").is_err());
+        assert!(Shape::parse("ax5").is_err());
+    }
+
+    #[test]
+    fn one_service_per_port() {
+        let conf = services_conf(&[1000, 1001], "/w -U 0", 5);
+        assert!(conf.contains("s0 cmd=\"/w -U 0\" listen=\"127.0.0.1:1000\" prefork=5"));
+        assert!(conf.contains("s1 cmd=\"/w -U 0\" listen=\"127.0.0.1:1001\" prefork=5"));
+        assert_eq!(free_ports(3).unwrap().len(), 3);
+    }
 }

@@ -182,11 +182,15 @@ fn plot_series(
                 label: kind.label().to_string(),
                 recycle: Vec::new(),
                 cpu: Vec::new(),
+                not_done: Vec::new(),
             };
             for (shape, runs) in table {
                 let x = shape.workers() as f64;
                 let done: Vec<&PoolRun> = runs[i].iter().filter(|r| r.recycle.is_ok()).collect();
                 if done.is_empty() {
+                    if runs[i].iter().any(|r| r.recycle_not_done) {
+                        s.not_done.push((x, args.limit));
+                    }
                     continue;
                 }
                 let rec =
@@ -200,7 +204,7 @@ fn plot_series(
             s
         })
         .collect();
-    let title = "ringmaster-bench scale: SIGHUP recycle of S x P idle workers (median; no point = not done)";
+    let title = "ringmaster-bench scale: SIGHUP recycle of S x P idle workers (median; x = not done within the limit)";
     match plot::write(path, title, &series) {
         Ok(()) => println!("\nplot written to {}", path.display()),
         Err(e) => eprintln!("cannot write the plot {}: {e}", path.display()),
@@ -297,4 +301,23 @@ pub fn run(mut args: ScaleArgs) {
         services(&args, &setup, &masters);
     }
     cbuild::clean();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_say_what_did_not_finish() {
+        let all: Vec<Outcome> = vec![Ok(1.0), Ok(3.0), Ok(2.0)];
+        assert_eq!(outcome_cell(&all).1, "2 [1-3]");
+        let some: Vec<Outcome> = vec![Ok(1.0), Err("not done after 9 s".into())];
+        assert_eq!(
+            outcome_cell(&some).1,
+            "1 (**1 not done**: not done after 9 s)"
+        );
+        let none: Vec<Outcome> = vec![Err("not done after 9 s".into())];
+        assert!(outcome_cell(&none).0.is_nan());
+        assert_eq!(outcome_cell(&none).1, "**not done after 9 s**");
+    }
 }
