@@ -59,9 +59,6 @@ pub struct PoolRun {
     pub cpu_start: Option<f64>,
     pub cpu_recycle: Option<f64>,
     pub cpu_stop: Option<f64>,
-    /// MemAvailable lost per worker once all were up, in kB (a rough footprint: the
-    /// machine's other work moves it too).
-    pub kb_per_worker: Option<f64>,
     /// The master's peak resident size, read after the recycle, in kB.
     pub master_hwm_kb: Option<f64>,
 }
@@ -88,13 +85,28 @@ pub fn run_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// `n` loopback ports free at the time of asking (all held at once, so they differ).
+/// `n` loopback ports free at the time of asking (all held at once, so they differ), taken
+/// below the kernel's ephemeral range: a port in that range, free when asked, may be taken
+/// by any outgoing connection on the machine before the master binds it.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
+    // Spread concurrent benches apart; any port that is taken is skipped.
+    let first = 10_000 + (std::process::id() % 8) as u16 * 2_500;
+    let mut held = Vec::with_capacity(n);
+    for port in (first..32_000).chain(10_000..first) {
+        if held.len() == n {
+            break;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        return Err(format!(
+            "only {} free ports below 32000, not {n}",
+            held.len()
+        ));
+    }
+    held.iter()
         .map(|l| {
             l.local_addr()
                 .map(|a| a.port())
@@ -208,7 +220,6 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         cpu_start: None,
         cpu_recycle: None,
         cpu_stop: None,
-        kb_per_worker: None,
         master_hwm_kb: None,
     };
     let prepared = run_dir().and_then(|dir| {
@@ -233,7 +244,6 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         extra_args: String::new(),
     };
     let want = shape.workers() as usize;
-    let mem_before = limits::mem_available_kb();
     let since = Instant::now();
     let mut master = match Master::launch(kind, program, &conf, ports[0], &spec) {
         Ok(m) => m,
@@ -252,18 +262,16 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         // make every other process on the machine fail to fork too.
         run.recycle = Err(format!("not run: {why}"));
     } else if run.start.is_ok() {
-        let used = mem_before.saturating_sub(limits::mem_available_kb());
-        run.kb_per_worker = Some(used as f64 / want.max(1) as f64);
         run.recycle = wait_recycled(&mut master, &mut ready, want, setup.limit);
         run.recycle_not_done = run
             .recycle
             .as_ref()
             .is_err_and(|e| e.starts_with("not done"));
         run.cpu_recycle = delta(cpu_started, cpu(&master));
-        run.master_hwm_kb = master.rss_kb().1.map(|v| v as f64);
     } else {
         run.recycle = Err("no start".into());
     }
+    run.master_hwm_kb = master.rss_kb().1.map(|v| v as f64);
     let cpu_before_stop = cpu(&master);
     let (took, cpu_last) = master.terminate(setup.stop_limit);
     run.stop = took.map(|d| d.as_secs_f64()).ok_or_else(|| {

@@ -77,6 +77,8 @@ type Cells = Vec<(f64, String)>;
 fn print_row(label: &str, what: &str, cells: &Cells, better: Better) {
     let mut line = format!("| {label} | {what} |");
     for (_, text) in cells {
+        // A master's log tail would end the markdown row.
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         line.push_str(&format!(" {text} |"));
     }
     if let [a, b] = &cells[..] {
@@ -147,12 +149,11 @@ fn pools(args: &ScaleArgs, setup: &Setup, masters: &[(Kind, PathBuf)]) {
             print_row(&label, what, &cells, Better::Lower);
         }
         type GetCpu = fn(&PoolRun) -> Option<f64>;
-        let cpus: [(&str, GetCpu); 5] = [
+        let cpus: [(&str, GetCpu); 4] = [
             ("master CPU s, start", |r| r.cpu_start),
             ("master CPU s, recycle", |r| r.cpu_recycle),
             ("master CPU s, stop", |r| r.cpu_stop),
             ("master VmHWM kB", |r| r.master_hwm_kb),
-            ("MemAvailable drop per worker kB", |r| r.kb_per_worker),
         ];
         for (what, get) in cpus {
             let cells: Cells = runs
@@ -294,7 +295,7 @@ pub fn run(mut args: ScaleArgs) {
         }
     );
     let masters = args.common.masters();
-    if !args.shapes.is_empty() {
+    if args.shapes.iter().any(|s| !s.trim().is_empty()) {
         pools(&args, &setup, &masters);
     }
     if !args.services.is_empty() {
