@@ -249,13 +249,7 @@ fn services(args: &ScaleArgs, setup: &Setup, masters: &[(Kind, PathBuf)]) {
         for (what, get) in rows {
             let cells: Cells = runs
                 .iter()
-                .map(|rs| {
-                    option_cell(
-                        &rs.iter()
-                            .map(|r| if r.start.is_ok() { get(r) } else { None })
-                            .collect::<Vec<_>>(),
-                    )
-                })
+                .map(|rs| option_cell(&rs.iter().map(get).collect::<Vec<_>>()))
                 .collect();
             print_row(&label, what, &cells, Better::Lower);
         }
