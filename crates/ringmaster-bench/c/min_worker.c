@@ -2,7 +2,8 @@
  *
  * fd 3 is the master's status pipe, fd 4 the listening socket. It sends AVAILABLE when it
  * starts (unless --no-announce), then accepts in a blocking loop: CONNECTION on each client,
- * "* OK min_worker\r\n", close, AVAILABLE again, and exits after -U uses (0: no limit).
+ * "* OK min_worker\r\n", reads until the client closes, AVAILABLE again, and exits after
+ * -U uses (0: no limit).
  * SIGHUP makes it exit 0 and SIGTERM exit 75 at once, as an idle Cyrus service does: a
  * worker killed by the signal would count as a crash to Cyrus's master, which then throttles
  * the service.
@@ -84,6 +85,12 @@ int main(int argc, char **argv)
         }
         note(CONNECTION, pid);
         (void)!write(c, banner, sizeof banner - 1);
+        /* Wait for the client to close first, as the demo worker does: a server that closes
+         * first keeps each connection in TIME_WAIT, and at thousands of connections a second
+         * from reused client ports, new SYNs meet them and are refused. */
+        char buf[256];
+        while (read(c, buf, sizeof buf) > 0)
+            ;
         close(c);
         served++;
         if (uses == 0 || served < uses)

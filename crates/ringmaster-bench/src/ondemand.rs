@@ -13,6 +13,9 @@ use crate::load;
 use crate::master::{Kind, Master, ServiceSpec};
 use crate::scale::{free_ports, services_conf, worker_cmd, Outcome, Setup};
 
+/// Failed connections, with none served yet, after which the rest count as failed too.
+const GIVE_UP_AFTER: u64 = 10;
+
 /// What one run with S on-demand services measured.
 #[derive(Debug, Clone)]
 pub struct DemandRun {
@@ -125,6 +128,11 @@ pub fn run_services(
             match load::banner_time(SocketAddr::from(([127, 0, 0, 1], port))) {
                 Some(d) => times.push(d),
                 None => run.failures += 1,
+            }
+            // A master that serves nothing would cost a client timeout per connection.
+            if times.is_empty() && run.failures >= GIVE_UP_AFTER {
+                run.failures = connects as u64;
+                break;
             }
         }
         times.sort_unstable();
