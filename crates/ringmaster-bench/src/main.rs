@@ -316,6 +316,14 @@ fn load_scenario_disturbed(
     let (rss, hwm) = master.rss_kb();
     let nice = procfs::nice(master.pid());
     let alive = procfs::stat(master.pid()).is_some();
+    if stats.failures() > 0 {
+        eprintln!(
+            "{}: {} failed connections; the master's log ends:{}",
+            kind.label(),
+            stats.failures(),
+            master.log_tail()
+        );
+    }
     master.stop();
     if !alive {
         return Err(format!("{} died during the load", kind.label()));

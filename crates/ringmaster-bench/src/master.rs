@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,11 +60,14 @@ pub struct Master {
 
 static DIR_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A loopback port below the ephemeral range (see [`crate::scale::free_ports`]): a port
+/// from port 0, released and bound again by the master, may meanwhile be taken by any
+/// outgoing connection on the machine, and clients would then meet someone else's socket.
 fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    crate::scale::free_ports(1)?
+        .first()
+        .copied()
+        .ok_or_else(|| "no free port".to_string())
 }
 
 fn make_dir() -> Result<PathBuf, String> {

@@ -89,8 +89,12 @@ pub fn run_dir() -> Result<PathBuf, String> {
 /// below the kernel's ephemeral range: a port in that range, free when asked, may be taken
 /// by any outgoing connection on the machine before the master binds it.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    // Spread concurrent benches apart; any port that is taken is skipped.
-    let first = 10_000 + (std::process::id() % 8) as u16 * 2_500;
+    // Spread concurrent benches apart, and each call after the last one's ports (a master's
+    // port is not used again at once); any port that is taken is skipped.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let after = NEXT.fetch_add(n as u32, std::sync::atomic::Ordering::Relaxed);
+    let first = 10_000 + ((std::process::id() % 8) * 2_500 + after) % 22_000;
+    let first = first as u16;
     let mut held = Vec::with_capacity(n);
     for port in (first..32_000).chain(10_000..first) {
         if held.len() == n {

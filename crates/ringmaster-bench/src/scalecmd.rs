@@ -22,9 +22,10 @@ pub struct ScaleArgs {
     /// Pools to run, SERVICESxPREFORK, comma-separated (workers = services x prefork).
     #[arg(long, value_delimiter = ',', default_value = "2x50,20x50,50x50,100x50")]
     shapes: Vec<String>,
-    /// Numbers of on-demand services (prefork=0) to start and connect to; comma-separated.
+    /// Numbers of on-demand services (prefork=0) to start and connect to; comma-separated
+    /// ("" for none).
     #[arg(long, value_delimiter = ',', default_value = "10,300,5000")]
-    services: Vec<u32>,
+    services: Vec<String>,
     /// Connections, one at a time, to random services of each on-demand run.
     #[arg(long, default_value_t = 200)]
     connects: u32,
@@ -221,7 +222,11 @@ fn services(args: &ScaleArgs, setup: &Setup, masters: &[(Kind, PathBuf)]) {
         args.common.runs.max(1)
     );
     let mut table = Vec::new();
-    for &n in &args.services {
+    for text in &args.services {
+        let Ok(n) = text.trim().parse::<u32>() else {
+            eprintln!("skipped: {text:?} is not a number of services");
+            continue;
+        };
         let mut runs: Vec<Vec<DemandRun>> = vec![Vec::new(); masters.len()];
         for _ in 0..args.common.runs.max(1) {
             for (i, (kind, program)) in masters.iter().enumerate() {
@@ -292,7 +297,7 @@ pub fn run(mut args: ScaleArgs) {
     if args.shapes.iter().any(|s| !s.trim().is_empty()) {
         pools(&args, &setup, &masters);
     }
-    if !args.services.is_empty() {
+    if args.services.iter().any(|s| !s.trim().is_empty()) {
         services(&args, &setup, &masters);
     }
     cbuild::clean();
