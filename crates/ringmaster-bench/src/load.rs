@@ -136,6 +136,14 @@ fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>) -> Outcome {
     }
 }
 
+/// One connection from 127.0.0.1: the time to the end of the banner line, if it came.
+pub fn banner_time(addr: SocketAddr) -> Option<Duration> {
+    match attempt(addr, None) {
+        Outcome::Ok(d) => Some(d),
+        _ => None,
+    }
+}
+
 fn client(addr: SocketAddr, index: usize, deadline: Instant, stop: Arc<AtomicBool>) -> Stats {
     let mut st = Stats::default();
     let spread = addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST);

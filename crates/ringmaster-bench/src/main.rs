@@ -8,9 +8,16 @@
 //! Cyrus's master needs), at the priority the bench was started with, and each scenario runs
 //! `--runs` times per master, alternated; tables show the median and the spread (min-max).
 
+mod cbuild;
+mod limits;
 mod load;
 mod master;
+mod ondemand;
+mod plot;
 mod procfs;
+mod ready;
+mod scale;
+mod scalecmd;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +43,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// On-demand spawning: prefork=0, one connection per worker (-U 1).
-    Spawn(Common),
+    /// On-demand spawning: prefork=0, one connection per worker (-U 1); beside the masters,
+    /// the policy-free floor master (c/floor_master.c) on the same worker.
+    Spawn {
+        #[command(flatten)]
+        common: Common,
+        /// Skip the floor master.
+        #[arg(long)]
+        no_floor: bool,
+    },
+    /// Thousands of workers and services: start, SIGHUP recycle, stop and master CPU per
+    /// pool size; start and on-demand connect latency per number of services.
+    Scale(scalecmd::ScaleArgs),
     /// A preforked pool of workers with no use limit.
     Prefork {
         #[command(flatten)]
@@ -118,6 +135,10 @@ struct Common {
     /// workers for both masters) is now the default.
     #[arg(long, hide = true)]
     cyrus_style_workers: bool,
+    /// Use the minimal C worker (c/min_worker.c, compiled with cc at run time) instead of
+    /// the demo worker (`scale` always does, unless --worker is given).
+    #[arg(long)]
+    c_worker: bool,
     /// Extra arguments for every worker, e.g. "--start-delay-ms 20" for slow starters.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     worker_args: String,
@@ -154,9 +175,17 @@ impl Common {
     /// Run `scenario` `--runs` times under every master, alternating masters run by run.
     fn columns(
         &self,
+        scenario: impl FnMut(Kind, &Path) -> Result<Vec<Row>, String>,
+    ) -> Vec<Column> {
+        self.columns_of(self.masters(), scenario)
+    }
+
+    /// [`Common::columns`] over the given masters.
+    fn columns_of(
+        &self,
+        masters: Vec<(Kind, PathBuf)>,
         mut scenario: impl FnMut(Kind, &Path) -> Result<Vec<Row>, String>,
     ) -> Vec<Column> {
-        let masters = self.masters();
         let mut columns: Vec<Column> = masters
             .iter()
             .map(|(kind, _)| Column {
@@ -287,6 +316,14 @@ fn load_scenario_disturbed(
     let (rss, hwm) = master.rss_kb();
     let nice = procfs::nice(master.pid());
     let alive = procfs::stat(master.pid()).is_some();
+    if stats.failures() > 0 {
+        eprintln!(
+            "{}: {} failed connections; the master's log ends:{}",
+            kind.label(),
+            stats.failures(),
+            master.log_tail()
+        );
+    }
     master.stop();
     if !alive {
         return Err(format!("{} died during the load", kind.label()));
@@ -540,6 +577,37 @@ fn reload_latency(
     }
 }
 
+/// On-demand spawning under every master and, unless `no_floor`, the floor master.
+fn spawn(mut common: Common, no_floor: bool) {
+    if common.c_worker && common.worker.is_none() {
+        match cbuild::min_worker() {
+            Ok(w) => common.worker = Some(w),
+            Err(e) => {
+                eprintln!("spawn: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let mut masters = common.masters();
+    if !no_floor {
+        match cbuild::floor_master() {
+            Ok(floor) => masters.push((Kind::Floor, floor)),
+            Err(e) => eprintln!("note: no floor column: {e}"),
+        }
+    }
+    let spec = common.spec(0, 1);
+    let title = format!(
+        "spawn: prefork=0, -U 1, {} clients, {:.1} s; worker {}; {}",
+        common.clients,
+        common.duration,
+        spec.worker.display(),
+        common.worker_flags()
+    );
+    let cols = common.columns_of(masters, |k, p| load_scenario(k, p, &spec, &common, None));
+    report(&title, &cols);
+    cbuild::clean();
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
@@ -552,13 +620,8 @@ fn main() {
             let every = Duration::from_millis(interval_ms.max(1));
             reload_latency(&common, &common.spec(prefork, 0), every, turnover_uses);
         }
-        Cmd::Spawn(common) => {
-            let title = format!(
-                "spawn: prefork=0, -U 1, {} clients, {:.1} s",
-                common.clients, common.duration
-            );
-            load_report(&common, &common.spec(0, 1), &title);
-        }
+        Cmd::Spawn { common, no_floor } => spawn(common, no_floor),
+        Cmd::Scale(args) => scalecmd::run(args),
         Cmd::Prefork { common, prefork } => {
             let title = format!(
                 "prefork: prefork={prefork}, no use limit, {} clients, {:.1} s",

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,9 @@ use crate::procfs;
 pub enum Kind {
     Ringmaster,
     Cyrus,
+    /// The policy-free C master (`c/floor_master.c`): started as `PROGRAM HOST PORT WORKER
+    /// ARGS...`, not with Cyrus's flags.
+    Floor,
 }
 
 impl Kind {
@@ -25,6 +28,7 @@ impl Kind {
         match self {
             Kind::Ringmaster => "ringmaster",
             Kind::Cyrus => "cyrus master",
+            Kind::Floor => "floor (C)",
         }
     }
 }
@@ -56,11 +60,14 @@ pub struct Master {
 
 static DIR_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A loopback port below the ephemeral range (see [`crate::scale::free_ports`]): a port
+/// from port 0, released and bound again by the master, may meanwhile be taken by any
+/// outgoing connection on the machine, and clients would then meet someone else's socket.
 fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    crate::scale::free_ports(1)?
+        .first()
+        .copied()
+        .ok_or_else(|| "no free port".to_string())
 }
 
 fn make_dir() -> Result<PathBuf, String> {
@@ -110,47 +117,9 @@ fn cyrus_conf(spec: &ServiceSpec, kind: Kind, port: u16) -> String {
 impl Master {
     /// Write the configs, start `program`, and wait (bounded) until a client gets a banner.
     pub fn start(kind: Kind, program: &Path, spec: &ServiceSpec) -> Result<Master, String> {
-        if !program.exists() {
-            return Err(format!("{} does not exist", program.display()));
-        }
-        let dir = make_dir()?;
         let port = free_port()?;
-        let conf = dir.join("cyrus.conf");
-        let imapd = dir.join("imapd.conf");
-        let write = |p: &Path, text: String| {
-            fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
-        };
-        write(&conf, cyrus_conf(spec, kind, port))?;
-        write(
-            &imapd,
-            format!("configdirectory: {}\n", dir.join("conf").display()),
-        )?;
-        give_to_cyrus(&dir)?;
-        let log = dir.join("master.log");
-        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(program)
-            .arg("-D")
-            .arg("-M")
-            .arg(&conf)
-            .arg("-C")
-            .arg(&imapd)
-            .arg("-p")
-            .arg(dir.join("master.pid"))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let mut master = Master {
-            kind,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-            dir,
-            worker: spec.worker.clone(),
-            program: program.to_path_buf(),
-            log,
-        };
+        let conf = cyrus_conf(spec, kind, port);
+        let mut master = Master::launch(kind, program, &conf, port, spec)?;
         if let Err(e) = master.wait_ready(Duration::from_secs(5)) {
             master.stop();
             return Err(e);
@@ -162,11 +131,80 @@ impl Master {
         Ok(master)
     }
 
+    /// Write `conf` as cyrus.conf (and an imapd.conf) to a new temp dir and start `program`
+    /// on it, without waiting for anything. `port` is the address clients use; the floor
+    /// master, which reads no config, serves `spec`'s worker there.
+    pub fn launch(
+        kind: Kind,
+        program: &Path,
+        conf: &str,
+        port: u16,
+        spec: &ServiceSpec,
+    ) -> Result<Master, String> {
+        if !program.exists() {
+            return Err(format!("{} does not exist", program.display()));
+        }
+        let dir = make_dir()?;
+        let conf_path = dir.join("cyrus.conf");
+        let imapd = dir.join("imapd.conf");
+        let write = |p: &Path, text: String| {
+            fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        write(&conf_path, conf.to_string())?;
+        write(
+            &imapd,
+            format!("configdirectory: {}\n", dir.join("conf").display()),
+        )?;
+        give_to_cyrus(&dir)?;
+        let log = dir.join("master.log");
+        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(program);
+        if kind == Kind::Floor {
+            command
+                .arg("127.0.0.1")
+                .arg(port.to_string())
+                .arg(&spec.worker)
+                .args((!spec.announce).then_some("--no-announce"))
+                .args(["-U", &spec.max_uses.to_string()])
+                .args(spec.extra_args.split_whitespace());
+        } else {
+            command
+                .arg("-D")
+                .arg("-M")
+                .arg(&conf_path)
+                .arg("-C")
+                .arg(&imapd)
+                .arg("-p")
+                .arg(dir.join("master.pid"));
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        Ok(Master {
+            kind,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            dir,
+            worker: spec.worker.clone(),
+            program: program.to_path_buf(),
+            log,
+        })
+    }
+
+    /// The master's exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(5)..].join("\n    ");
@@ -239,6 +277,24 @@ impl Master {
             procfs::status_kb(self.pid(), "VmRSS"),
             procfs::status_kb(self.pid(), "VmHWM"),
         )
+    }
+
+    /// SIGTERM the master and wait up to `limit` for it to exit, reading its CPU time
+    /// meanwhile: how long it took (None: not within `limit`), and the last CPU seconds seen.
+    pub fn terminate(&mut self, limit: Duration) -> (Option<Duration>, Option<f64>) {
+        let mut cpu = procfs::cpu_seconds(self.pid());
+        let start = Instant::now();
+        if self.signal(Signal::SIGTERM).is_err() {
+            return (None, cpu);
+        }
+        while start.elapsed() < limit {
+            if self.exited().is_some() {
+                return (Some(start.elapsed()), cpu);
+            }
+            cpu = procfs::cpu_seconds(self.pid()).or(cpu);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (None, cpu)
     }
 
     /// SIGTERM the master (SIGKILL after 5 s), then SIGKILL any of its workers left behind.

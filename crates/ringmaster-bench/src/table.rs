@@ -93,7 +93,7 @@ pub struct Column {
 }
 
 /// Print one table: a column per master (median [min-max] over its runs), and
-/// ringmaster/cyrus when both ran, with which way is better.
+/// ringmaster/other for every other master when ringmaster ran, with which way is better.
 pub fn report(title: &str, columns: &[Column]) {
     println!("\n== {title}");
     for c in columns {
@@ -110,7 +110,12 @@ pub fn report(title: &str, columns: &[Column]) {
     let Some(first) = ok.first().and_then(|c| c.runs.first()) else {
         return;
     };
-    let both = ok.len() == 2;
+    // Ratios are ringmaster's median over each other master's.
+    let base = ok.iter().position(|c| c.kind == Kind::Ringmaster);
+    let others: Vec<usize> = match base {
+        Some(b) => (0..ok.len()).filter(|&i| i != b).collect(),
+        None => Vec::new(),
+    };
     let runs: Vec<String> = ok
         .iter()
         .map(|c| format!("{} {}", c.kind.label(), c.runs.len()))
@@ -120,8 +125,8 @@ pub fn report(title: &str, columns: &[Column]) {
     for c in &ok {
         print!("{:>26}", c.kind.label());
     }
-    if both {
-        print!("  ringmaster/cyrus");
+    for &o in &others {
+        print!("  {:<28}", format!("ringmaster/{}", ok[o].kind.label()));
     }
     println!();
     for (i, r) in first.iter().enumerate() {
@@ -137,8 +142,10 @@ pub fn report(title: &str, columns: &[Column]) {
             medians.push(m);
             print!("{text:>26}");
         }
-        if let [a, b] = medians[..] {
-            print!("  {}", fmt_ratio(a, b, r.better));
+        if let Some(b) = base {
+            for &o in &others {
+                print!("  {:<28}", fmt_ratio(medians[b], medians[o], r.better));
+            }
         }
         println!();
     }

@@ -1,0 +1,316 @@
+//! `ringmaster-bench scale`, pools: S services x prefork P of the minimal C worker under
+//! each master; times start (until all S x P workers reported ready), a SIGHUP recycle (until
+//! no old worker is left, reaped, and S x P new ones reported ready) and a SIGTERM stop (until
+//! the master exited), with the master's own CPU time for each. Every wait is bounded: what
+//! did not finish reads "not done after ...".
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::limits::{self, Limits};
+use crate::master::{Kind, Master, ServiceSpec};
+use crate::procfs;
+use crate::ready::Ready;
+
+/// A finished measurement in seconds, or why it did not finish.
+pub type Outcome = Result<f64, String>;
+
+/// S services x P preforked workers each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub services: u32,
+    pub prefork: u32,
+}
+
+impl Shape {
+    pub fn parse(text: &str) -> Result<Shape, String> {
+        let (s, p) = text
+            .split_once('x')
+            .ok_or_else(|| format!("{text:?}: want SERVICESxPREFORK, e.g. 50x50"))?;
+        let n = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|e| format!("{text:?}: {e}"))
+        };
+        Ok(Shape {
+            services: n(s)?,
+            prefork: n(p)?,
+        })
+    }
+
+    pub fn workers(&self) -> u64 {
+        self.services as u64 * self.prefork as u64
+    }
+}
+
+/// What one run of one shape under one master measured.
+#[derive(Debug, Clone)]
+pub struct PoolRun {
+    pub start: Outcome,
+    pub recycle: Outcome,
+    /// The recycle ran into the time limit (rather than failing otherwise).
+    pub recycle_not_done: bool,
+    pub stop: Outcome,
+    pub cpu_start: Option<f64>,
+    pub cpu_recycle: Option<f64>,
+    pub cpu_stop: Option<f64>,
+    /// The master's peak resident size, read after the recycle, in kB.
+    pub master_hwm_kb: Option<f64>,
+}
+
+/// Settings shared by every run.
+pub struct Setup {
+    pub worker: PathBuf,
+    pub announce: bool,
+    pub limit: Duration,
+    pub stop_limit: Duration,
+    pub limits: Limits,
+}
+
+static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A temp dir for one run's readiness socket, searchable by the workers' user.
+pub fn run_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringmaster-bench-run.{}.{n}", std::process::id()));
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    fs::create_dir_all(&dir).map_err(err)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(err)?;
+    Ok(dir)
+}
+
+/// `n` loopback ports free at the time of asking (all held at once, so they differ), taken
+/// below the kernel's ephemeral range: a port in that range, free when asked, may be taken
+/// by any outgoing connection on the machine before the master binds it.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    // Spread concurrent benches apart, and each call after the last one's ports (a master's
+    // port is not used again at once); any port that is taken is skipped.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let after = NEXT.fetch_add(n as u32, std::sync::atomic::Ordering::Relaxed);
+    let first = 10_000 + ((std::process::id() % 8) * 2_500 + after) % 22_000;
+    let first = first as u16;
+    let mut held = Vec::with_capacity(n);
+    for port in (first..32_000).chain(10_000..first) {
+        if held.len() == n {
+            break;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        return Err(format!(
+            "only {} free ports below 32000, not {n}",
+            held.len()
+        ));
+    }
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|e| format!("no free port: {e}"))
+        })
+        .collect()
+}
+
+/// A cyrus.conf of one service per port, each running `cmd` with `prefork`.
+pub fn services_conf(ports: &[u16], cmd: &str, prefork: u32) -> String {
+    let mut conf = String::from("# written by ringmaster-bench scale\nSERVICES {\n");
+    for (i, port) in ports.iter().enumerate() {
+        conf.push_str(&format!(
+            "  s{i} cmd=\"{cmd}\" listen=\"127.0.0.1:{port}\" prefork={prefork}\n"
+        ));
+    }
+    conf.push_str("}\n");
+    conf
+}
+
+/// The worker command line, the same for every master.
+pub fn worker_cmd(setup: &Setup, uses: u32, report: Option<&Path>) -> String {
+    let mut cmd = setup.worker.display().to_string();
+    if !setup.announce {
+        cmd.push_str(" --no-announce");
+    }
+    cmd.push_str(&format!(" -U {uses}"));
+    if let Some(p) = report {
+        cmd.push_str(&format!(" -r {}", p.display()));
+    }
+    cmd
+}
+
+fn cpu(master: &Master) -> Option<f64> {
+    procfs::cpu_seconds(master.pid())
+}
+
+fn delta(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?)
+}
+
+/// Wait until `want` pids reported ready since `since`, bounded by `limit`.
+fn wait_started(
+    master: &mut Master,
+    ready: &mut Ready,
+    want: usize,
+    since: Instant,
+    limit: Duration,
+) -> Outcome {
+    loop {
+        ready.wait(Duration::from_millis(10));
+        let have = ready.count_since(since);
+        if have >= want {
+            return Ok(since.elapsed().as_secs_f64());
+        }
+        if let Some(status) = master.exited() {
+            return Err(format!(
+                "master exited ({status}) with {have} of {want} ready{}",
+                master.log_tail()
+            ));
+        }
+        if since.elapsed() > limit {
+            let children = procfs::child_list(master.pid()).len();
+            return Err(format!(
+                "not done after {} s: {have} of {want} ready, {children} children",
+                limit.as_secs()
+            ));
+        }
+    }
+}
+
+/// SIGHUP, then wait until no pid of `old` is a child any more (a pid that reported ready
+/// after the SIGHUP is a new worker, whatever its number) and `want` new ones reported.
+fn wait_recycled(master: &mut Master, ready: &mut Ready, want: usize, limit: Duration) -> Outcome {
+    let old: HashSet<i32> = procfs::child_list(master.pid()).into_iter().collect();
+    let since = Instant::now();
+    master.signal(Signal::SIGHUP)?;
+    loop {
+        ready.wait(Duration::from_millis(10));
+        let now = procfs::child_list(master.pid());
+        let old_left = now
+            .iter()
+            .filter(|p| old.contains(p) && !ready.reported_since(**p, since))
+            .count();
+        let fresh = ready.count_since(since);
+        if old_left == 0 && fresh >= want {
+            return Ok(since.elapsed().as_secs_f64());
+        }
+        if let Some(status) = master.exited() {
+            return Err(format!("master exited ({status}) during the recycle"));
+        }
+        if since.elapsed() > limit {
+            return Err(format!(
+                "not done after {} s: {old_left} of {} old workers left, {fresh} new ready, \
+                 {} children",
+                limit.as_secs(),
+                old.len(),
+                now.len()
+            ));
+        }
+    }
+}
+
+/// One run of `shape` under one master: start, recycle, stop; cleaned up whatever happens.
+pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> PoolRun {
+    let mut run = PoolRun {
+        start: Err("not started".into()),
+        recycle: Err("not started".into()),
+        recycle_not_done: false,
+        stop: Err("not started".into()),
+        cpu_start: None,
+        cpu_recycle: None,
+        cpu_stop: None,
+        master_hwm_kb: None,
+    };
+    let prepared = run_dir().and_then(|dir| {
+        let ready = Ready::bind(&dir)?;
+        let ports = free_ports(shape.services as usize)?;
+        Ok((dir, ready, ports))
+    });
+    let (dir, mut ready, ports) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            run.start = Err(e);
+            return run;
+        }
+    };
+    let cmd = worker_cmd(setup, 0, Some(ready.path()));
+    let conf = services_conf(&ports, &cmd, shape.prefork);
+    let spec = ServiceSpec {
+        worker: setup.worker.clone(),
+        prefork: shape.prefork,
+        max_uses: 0,
+        announce: setup.announce,
+        extra_args: String::new(),
+    };
+    let want = shape.workers() as usize;
+    let since = Instant::now();
+    let mut master = match Master::launch(kind, program, &conf, ports[0], &spec) {
+        Ok(m) => m,
+        Err(e) => {
+            run.start = Err(e);
+            let _ = fs::remove_dir_all(&dir);
+            return run;
+        }
+    };
+    run.start = wait_started(&mut master, &mut ready, want, since, setup.limit);
+    let cpu_started = cpu(&master);
+    run.cpu_start = cpu_started;
+    let misfit = setup.limits.misfit(shape.workers());
+    if let (Kind::Ringmaster, Some(why)) = (kind, &misfit) {
+        // It keeps the old pool until the new one is up: forking into pid exhaustion would
+        // make every other process on the machine fail to fork too.
+        run.recycle = Err(format!("not run: {why}"));
+    } else if run.start.is_ok() {
+        run.recycle = wait_recycled(&mut master, &mut ready, want, setup.limit);
+        run.recycle_not_done = run
+            .recycle
+            .as_ref()
+            .is_err_and(|e| e.starts_with("not done"));
+        run.cpu_recycle = delta(cpu_started, cpu(&master));
+    } else {
+        run.recycle = Err("no start".into());
+    }
+    run.master_hwm_kb = master.rss_kb().1.map(|v| v as f64);
+    let cpu_before_stop = cpu(&master);
+    let (took, cpu_last) = master.terminate(setup.stop_limit);
+    run.stop = took.map(|d| d.as_secs_f64()).ok_or_else(|| {
+        format!(
+            "not done after {} s (then SIGKILL)",
+            setup.stop_limit.as_secs()
+        )
+    });
+    run.cpu_stop = delta(cpu_before_stop, cpu_last);
+    master.stop();
+    let swept = limits::sweep_orphans(&setup.worker.display().to_string(), &HashSet::new());
+    if swept > 0 {
+        eprintln!("{}: killed {swept} workers left behind", kind.label());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let s = Shape::parse("100x50").unwrap();
+        assert_eq!((s.services, s.prefork, s.workers()), (100, 50, 5000));
+        assert!(Shape::parse("100").is_err());
+        assert!(Shape::parse("ax5").is_err());
+    }
+
+    #[test]
+    fn one_service_per_port() {
+        let conf = services_conf(&[1000, 1001], "/w -U 0", 5);
+        assert!(conf.contains("s0 cmd=\"/w -U 0\" listen=\"127.0.0.1:1000\" prefork=5"));
+        assert!(conf.contains("s1 cmd=\"/w -U 0\" listen=\"127.0.0.1:1001\" prefork=5"));
+        assert_eq!(free_ports(3).unwrap().len(), 3);
+    }
+}
