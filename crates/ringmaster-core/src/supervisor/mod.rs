@@ -56,6 +56,7 @@ mod daemons;
 mod events;
 mod faults;
 mod leftovers;
+mod plan;
 mod pools;
 mod recycle;
 mod reload;
@@ -69,6 +70,7 @@ mod types;
 mod tests;
 
 pub use faults::EXIT_BIND_FAILED;
+pub use plan::*;
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;
 pub use types::*;
@@ -406,6 +408,7 @@ impl Supervisor {
                 error!("cannot start a worker for {}: {err}", self.pool_name(pool));
                 if let Some(p) = self.pools.get_mut(&pool) {
                     p.in_flight = p.in_flight.saturating_sub(1);
+                    p.counters.last_exec_error = Some(err.to_string());
                 }
                 self.count_ready_fail(pool, now, out);
             }

@@ -1487,3 +1487,5 @@ fn a_coalesced_request_is_answered_by_the_next_reload() {
     let ids: Vec<u64> = h.reloads.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 2]);
 }
+
+mod plan;
