@@ -21,6 +21,7 @@ use ringmaster_core::{
 use crate::launch::Launcher;
 use crate::sys;
 
+mod control;
 mod listeners;
 
 const KIND_SHIFT: u64 = 56;
@@ -92,6 +93,10 @@ pub struct Runtime {
     /// Groups of the master's children, read once per batch of actions and only when one
     /// signals a group.
     child_groups: Option<HashSet<nix::unistd::Pid>>,
+    /// The control socket, when there is one (runtime/control.rs).
+    control: Option<crate::control::server::Server>,
+    /// The last reload's report, for a `reload` request answered within its own feed.
+    last_report: Option<ringmaster_core::ReloadReport>,
 }
 
 /// Where a rate-limited log line comes from.
@@ -124,6 +129,8 @@ impl Runtime {
             on_ready,
             log_limit: RateLimiter::default(),
             child_groups: None,
+            control: None,
+            last_report: None,
         })
     }
 
@@ -141,10 +148,14 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.sup.next_deadline(),
+                self.log_limit.next_report(),
+                self.control_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
@@ -164,6 +175,7 @@ impl Runtime {
                     KIND_DAEMON => self.read_daemon_pipe(token),
                     KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
+                    control::KIND_CONTROL => self.control_ready(token),
                     _ => {}
                 }
                 if self.exit_code.is_some() {
@@ -174,6 +186,7 @@ impl Runtime {
                 self.feed(Input::Tick);
             }
             self.report_suppressed();
+            self.control_tick();
         }
         self.exit_code.unwrap_or(0)
     }
@@ -447,8 +460,8 @@ impl Runtime {
                 Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
                 Err(errors) => self.feed(Input::ConfigRejected { errors }),
             },
-            // Logged by the supervisor; the control socket and systemd will answer it.
-            Action::ReloadFinished(_) => {}
+            // Logged by the supervisor; the control socket answers it.
+            Action::ReloadFinished(report) => self.control_reload_finished(report),
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Exit(code) => {
                 self.kill_escaped();
