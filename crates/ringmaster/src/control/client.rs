@@ -93,10 +93,13 @@ impl Session {
             "no control socket: give one with -S (XDG_RUNTIME_DIR is not set)".to_string(),
         )?;
         let mut stream = UnixStream::connect(&path).map_err(|e| {
-            format!(
-                "cannot reach the master at {}: {e} (is it running with this -S?)",
-                path.display()
-            )
+            let hint = match e.kind() {
+                io::ErrorKind::PermissionDenied => {
+                    " (only root and the master's user may use the control socket)"
+                }
+                _ => " (is the master running, with this -S?)",
+            };
+            format!("cannot reach the master at {}: {e}{hint}", path.display())
         })?;
         let deadline = Instant::now() + args.timeout.unwrap_or(default_timeout);
         stream

@@ -8,7 +8,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use ringmaster_core::{
-    EntryPlan, ExitReason, Now, ReloadPlan, ReloadReport, ReloadResult, ServicePlan, Status,
+    DownService, EntryPlan, ExitReason, Now, PoolStatus, ReloadPlan, ReloadReport, ReloadResult,
+    ServicePlan, Status,
 };
 
 pub const VERSION: u32 = 1;
@@ -272,45 +273,41 @@ pub fn report_doc(report: &ReloadReport, now: Now) -> ReportDoc {
     }
 }
 
-/// The status document of a snapshot taken at `now`.
-pub fn status_doc(status: &Status, pid: u32, now: Now) -> StatusDoc {
-    let mut services: Vec<ServiceDoc> = status
-        .pools
+fn pool_doc(p: &PoolStatus, now: Now) -> ServiceDoc {
+    let exits = ExitReason::ALL
         .iter()
-        .map(|p| {
-            let exits = ExitReason::ALL
-                .iter()
-                .map(|r| (r.as_str().to_string(), p.counters.exits(*r)))
-                .collect();
-            ServiceDoc {
-                name: p.service.clone(),
-                family: p.family,
-                listen: p.listen.clone(),
-                proto: p.proto.clone(),
-                listening: true,
-                generation: p.generation,
-                retiring: p.retiring,
-                workers: WorkersDoc {
-                    ready: p.workers.ready,
-                    busy: p.workers.busy,
-                    starting: p.workers.starting,
-                    draining: p.workers.draining,
-                },
-                prefork: p.prefork,
-                maxchild: p.maxchild,
-                forks: p.counters.forks,
-                exits,
-                crashes: p.counters.exits(ExitReason::Crash) + p.counters.exits(ExitReason::Signal),
-                ready_fails: p.counters.ready_fails,
-                waiting: p.waiting,
-                paused_until_unix: p.paused_until.map(|t| unix_of(t, now)),
-                bind_error: None,
-                bind_retry_unix: None,
-                exec_error: p.counters.last_exec_error.clone(),
-            }
-        })
+        .map(|r| (r.as_str().to_string(), p.counters.exits(*r)))
         .collect();
-    services.extend(status.down.iter().map(|d| ServiceDoc {
+    ServiceDoc {
+        name: p.service.clone(),
+        family: p.family,
+        listen: p.listen.clone(),
+        proto: p.proto.clone(),
+        listening: true,
+        generation: p.generation,
+        retiring: p.retiring,
+        workers: WorkersDoc {
+            ready: p.workers.ready,
+            busy: p.workers.busy,
+            starting: p.workers.starting,
+            draining: p.workers.draining,
+        },
+        prefork: p.prefork,
+        maxchild: p.maxchild,
+        forks: p.counters.forks,
+        exits,
+        crashes: p.counters.exits(ExitReason::Crash) + p.counters.exits(ExitReason::Signal),
+        ready_fails: p.counters.ready_fails,
+        waiting: p.waiting,
+        paused_until_unix: p.paused_until.map(|t| unix_of(t, now)),
+        bind_error: None,
+        bind_retry_unix: None,
+        exec_error: p.counters.last_exec_error.clone(),
+    }
+}
+
+fn down_doc(d: &DownService, now: Now) -> ServiceDoc {
+    ServiceDoc {
         name: d.service.clone(),
         family: 0,
         listen: d.listen.clone(),
@@ -330,7 +327,17 @@ pub fn status_doc(status: &Status, pid: u32, now: Now) -> StatusDoc {
         bind_error: Some(d.error.clone()),
         bind_retry_unix: d.retry_at.map(|t| unix_of(t, now)),
         exec_error: None,
-    }));
+    }
+}
+
+/// The status document of a snapshot taken at `now`.
+pub fn status_doc(status: &Status, pid: u32, now: Now) -> StatusDoc {
+    let services = status
+        .pools
+        .iter()
+        .map(|p| pool_doc(p, now))
+        .chain(status.down.iter().map(|d| down_doc(d, now)))
+        .collect();
     StatusDoc {
         pid,
         phase: status.phase.as_str().to_string(),

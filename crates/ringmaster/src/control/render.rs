@@ -116,8 +116,13 @@ fn reloads(out: &mut String, doc: &StatusDoc, time: ShowTime<'_>) {
                 time(last.finished_unix),
                 report_summary(last)
             );
-            for e in last.errors.iter().chain(&last.bind_errors) {
-                let _ = writeln!(out, "  {e}");
+            for line in last
+                .errors
+                .iter()
+                .chain(&last.bind_errors)
+                .flat_map(|e| e.lines())
+            {
+                let _ = writeln!(out, "  {line}");
             }
             let _ = writeln!(
                 out,
@@ -141,7 +146,7 @@ pub fn report_summary(r: &ReportDoc) -> String {
     };
     match r.result.as_str() {
         "rejected" => format!(
-            "rejected ({} errors); the previous configuration runs on",
+            "rejected ({} problems); the previous configuration runs on",
             r.errors.len()
         ),
         "partial" => format!(
@@ -292,7 +297,7 @@ mod tests {
         assert!(table.contains("bind error: Address already in use (retry at T2000)"));
         assert!(table.contains("idled"));
         assert!(table.contains("checkpoint       T1800"));
-        assert!(table.contains("last reload: #2 at T10: rejected (1 errors)"));
+        assert!(table.contains("last reload: #2 at T10: rejected (1 problems)"));
         assert!(table.contains("  /etc/cyrus.conf:3:7: error: unknown key"));
     }
 

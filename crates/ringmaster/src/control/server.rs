@@ -203,6 +203,8 @@ impl Server {
             }
             Ok(ReadOutcome::Data(_)) if conn.phase != Phase::Reading => {
                 if conn.phase == Phase::Closing {
+                    // Sending more while not taking its answer: not worth another wake-up.
+                    self.close(id, poller);
                     return None;
                 }
                 self.fail(id, "one request per connection", poller, now);
@@ -353,5 +355,96 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::TempDir;
+    use std::io::Write;
+
+    const BASE: u64 = 5 << 56;
+
+    fn setup(tag: &str) -> (TempDir, Poller, Server, std::path::PathBuf) {
+        let dir = TempDir::new(tag);
+        let path = dir.path().join("c.sock");
+        let poller = Poller::new().unwrap();
+        let server = Server::new(ControlListener::bind(&path).unwrap(), BASE, &poller).unwrap();
+        (dir, poller, server, path)
+    }
+
+    /// Accepts pending connections, then serves whatever each connection has.
+    fn turn(server: &mut Server, poller: &Poller, now: Instant) -> Vec<Incoming> {
+        server.ready(BASE, poller, now);
+        let ids: Vec<u64> = server.conns.keys().copied().collect();
+        ids.into_iter()
+            .flat_map(|id| server.ready(BASE | id, poller, now))
+            .collect()
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_without_blocking_the_loop() {
+        let (_dir, poller, mut server, path) = setup("ctl-srv-write");
+        let mut client = UnixStream::connect(&path).unwrap();
+        client
+            .write_all(b"{\"version\":1,\"request\":\"metrics\"}\n")
+            .unwrap();
+        let now = Instant::now();
+        let got = turn(&mut server, &poller, now);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].request, Request::Metrics);
+        // Far more than a socket buffer holds: the send returns at once with the rest kept.
+        let mut answer = Answer::ok();
+        answer.metrics = Some("x".repeat(8 << 20));
+        let start = Instant::now();
+        server.answer(got[0].conn, &answer, &poller, now);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(server.conns.len(), 1);
+        assert!(server.conns.values().all(|c| c.writable_watched));
+        assert_eq!(server.next_deadline(), Some(now + WRITE_TIME));
+        server.tick(&poller, now + WRITE_TIME);
+        assert!(server.conns.is_empty(), "dropped once its time ran out");
+    }
+
+    #[test]
+    fn limits_on_connections_request_size_and_time() {
+        let (_dir, poller, mut server, path) = setup("ctl-srv-limits");
+        let now = Instant::now();
+        // Accepted one by one: a blocking connect waits while the backlog is full.
+        let mut clients: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+            .map(|_| {
+                let c = UnixStream::connect(&path).unwrap();
+                server.ready(BASE, &poller, now);
+                c
+            })
+            .collect();
+        let busy = UnixStream::connect(&path).unwrap();
+        assert!(turn(&mut server, &poller, now).is_empty());
+        assert_eq!(server.conns.len(), MAX_CONNECTIONS);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&busy), &mut line).unwrap();
+        assert!(line.contains("busy"), "{line}");
+
+        // Too long a request: an error, then closed.
+        let big = vec![b'x'; MAX_REQUEST + 10];
+        clients[0].set_nonblocking(true).unwrap();
+        let _ = clients[0].write(&big);
+        for _ in 0..40 {
+            turn(&mut server, &poller, now);
+        }
+        assert_eq!(server.conns.len(), MAX_CONNECTIONS - 1);
+        // Bad JSON: the error says why.
+        clients[1].write_all(b"status\n").unwrap();
+        turn(&mut server, &poller, now);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&clients[1]), &mut line).unwrap();
+        assert!(line.contains("not a JSON request"), "{line}");
+        // The rest said nothing in time.
+        server.tick(&poller, now + REQUEST_TIME);
+        assert!(server.conns.is_empty());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&clients[2]), &mut line).unwrap();
+        assert!(line.contains("timed out"), "{line}");
     }
 }

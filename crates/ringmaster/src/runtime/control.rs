@@ -84,34 +84,7 @@ impl Runtime {
                 };
                 self.control_answer(conn, &answer);
             }
-            Request::Reload { wait, .. } => {
-                if !matches!(
-                    self.sup.status().phase,
-                    MasterPhase::Starting | MasterPhase::Running
-                ) {
-                    self.control_answer(conn, &Answer::error("the master is stopping"));
-                    return;
-                }
-                info!(
-                    "control: reload requested by uid {} pid {}",
-                    peer.uid, peer.pid
-                );
-                self.feed(Input::ReloadRequested);
-                let id = self.sup.reload_answering_request();
-                let mut answer = Answer::ok();
-                answer.reload_requested = Some(id);
-                if !wait {
-                    self.control_answer(conn, &answer);
-                    return;
-                }
-                if let Some(server) = self.control.as_mut() {
-                    server.await_reload(conn, &answer, id, &self.poller, Instant::now());
-                }
-                // A rejected configuration is reported within the feed, before anyone waited.
-                if let Some(report) = self.last_report.clone().filter(|r| r.id == id) {
-                    self.control_reload_finished(report);
-                }
-            }
+            Request::Reload { wait, .. } => self.control_reload(conn, peer, wait),
             Request::Stop { graceful } => {
                 info!(
                     "control: {} requested by uid {} pid {}",
@@ -128,6 +101,37 @@ impl Runtime {
                 }
                 self.feed(Input::Stop { graceful });
             }
+        }
+    }
+
+    /// `reload`: fed as SIGHUP; answered at once with the number of the reload that will
+    /// answer it, then (unless `wait` is off) with that reload's report.
+    fn control_reload(&mut self, conn: u64, peer: crate::sys::control::Peer, wait: bool) {
+        if !matches!(
+            self.sup.status().phase,
+            MasterPhase::Starting | MasterPhase::Running
+        ) {
+            self.control_answer(conn, &Answer::error("the master is stopping"));
+            return;
+        }
+        info!(
+            "control: reload requested by uid {} pid {}",
+            peer.uid, peer.pid
+        );
+        self.feed(Input::ReloadRequested);
+        let id = self.sup.reload_answering_request();
+        let mut answer = Answer::ok();
+        answer.reload_requested = Some(id);
+        if !wait {
+            self.control_answer(conn, &answer);
+            return;
+        }
+        if let Some(server) = self.control.as_mut() {
+            server.await_reload(conn, &answer, id, &self.poller, Instant::now());
+        }
+        // A rejected configuration is reported within the feed, before anyone waited.
+        if let Some(report) = self.last_report.clone().filter(|r| r.id == id) {
+            self.control_reload_finished(report);
         }
     }
 
