@@ -81,6 +81,8 @@ pub struct MetricsArgs {
 struct Session {
     reader: BufReader<UnixStream>,
     deadline: Instant,
+    /// The request could not be sent: the master may have said why (a refusal) and closed.
+    send_error: Option<String>,
 }
 
 impl Session {
@@ -102,13 +104,15 @@ impl Session {
             format!("cannot reach the master at {}: {e}{hint}", path.display())
         })?;
         let deadline = Instant::now() + args.timeout.unwrap_or(default_timeout);
-        stream
+        let send_error = stream
             .set_write_timeout(Some(Duration::from_secs(5)))
             .and_then(|()| stream.write_all(request_line(request).as_bytes()))
-            .map_err(|e| format!("cannot send the request: {e}"))?;
+            .err()
+            .map(|e| format!("cannot send the request: {e}"));
         Ok(Session {
             reader: BufReader::new(stream),
             deadline,
+            send_error,
         })
     }
 
@@ -124,7 +128,10 @@ impl Session {
             .map_err(|e| e.to_string())?;
         let mut line = String::new();
         match (&mut self.reader).take(MAX_ANSWER).read_line(&mut line) {
-            Ok(0) => Ok(None),
+            Ok(0) => match self.send_error.take() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            },
             Ok(_) => parse_answer(line.trim_end()).map(Some),
             Err(e)
                 if matches!(

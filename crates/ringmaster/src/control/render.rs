@@ -111,7 +111,7 @@ fn reloads(out: &mut String, doc: &StatusDoc, time: ShowTime<'_>) {
         Some(last) => {
             let _ = writeln!(
                 out,
-                "last reload: #{} at {}: {}",
+                "last reload: #{} at {}\n  {}",
                 last.id,
                 time(last.finished_unix),
                 report_summary(last)
@@ -146,19 +146,17 @@ pub fn report_summary(r: &ReportDoc) -> String {
     };
     match r.result.as_str() {
         "rejected" => format!(
-            "rejected ({} problems); the previous configuration runs on",
+            "rejected ({} problems); the old configuration runs on",
             r.errors.len()
         ),
         "partial" => format!(
             "applied in part: {} socket(s) could not be bound{draining}",
             r.bind_errors.len()
         ),
-        _ if r.settled => {
-            format!("applied; every service had its new workers ready in {secs:.1} s{draining}")
-        }
+        _ if r.settled => format!("applied; new workers ready in {secs:.1} s{draining}"),
         _ => format!(
-            "applied; the settle limit ran out ({secs:.1} s) before every service had its new \
-             workers ready{draining}"
+            "applied; settle limit reached ({secs:.1} s) before all new workers were \
+             ready{draining}"
         ),
     }
 }
@@ -297,7 +295,7 @@ mod tests {
         assert!(table.contains("bind error: Address already in use (retry at T2000)"));
         assert!(table.contains("idled"));
         assert!(table.contains("checkpoint       T1800"));
-        assert!(table.contains("last reload: #2 at T10: rejected (1 problems)"));
+        assert!(table.contains("last reload: #2 at T10\n  rejected (1 problems)"));
         assert!(table.contains("  /etc/cyrus.conf:3:7: error: unknown key"));
     }
 
