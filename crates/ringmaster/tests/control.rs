@@ -287,3 +287,63 @@ fn stop_returns_once_the_master_has_exited() {
     assert!(m.log_text().contains("control: stop requested by uid"));
     m.stop();
 }
+
+#[test]
+fn a_reload_whose_new_socket_cannot_be_bound_exits_non_zero_with_the_bind_error() {
+    let dir = TestDir::new("ctl-partial");
+    let port = free_port();
+    let mut m = Start::new(&dir, &conf(port, "")).start();
+    let port2 = free_port();
+    let _held = TcpListener::bind(("127.0.0.1", port2)).expect("hold the port");
+    let more = format!("  second cmd=\"{WORKER}\" listen=\"127.0.0.1:{port2}\"\n");
+    m.rewrite_conf(&conf(port, &more));
+    let out = client(&dir, &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(text.contains("applied in part"), "{text}");
+    assert!(
+        text.contains(&format!("second on 127.0.0.1:{port2}")),
+        "{text}"
+    );
+    let (_s, banner) = connect(port);
+    assert!(banner.starts_with("* OK"), "{banner}");
+    m.stop();
+}
+
+#[test]
+fn a_second_master_on_the_same_socket_is_refused_and_a_stale_one_is_replaced() {
+    let dir = TestDir::new("ctl-second");
+    let sock = dir.path("control.sock").display().to_string();
+    let mut first = Start::new(&dir, &conf(free_port(), "")).start();
+    let other = TestDir::new("ctl-second-b");
+    let mut second = Start::new(&other, &conf(free_port(), ""))
+        .arg("-S")
+        .arg(&sock)
+        .spawn();
+    let status = second.wait_exit(WAIT).expect("the second master exits");
+    assert_eq!(status.code(), Some(71), "{}", second.log_text());
+    assert!(
+        second.log_text().contains("another master is running"),
+        "{}",
+        second.log_text()
+    );
+    assert!(
+        client(&dir, &["status"]).status.success(),
+        "the first one still answers"
+    );
+
+    // Killed without its clean-up, the first leaves its socket file behind.
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(first.wait_exit(WAIT).is_some());
+    first.stop();
+    assert!(dir.path("control.sock").exists());
+    let third_dir = TestDir::new("ctl-second-c");
+    let mut third = Start::new(&third_dir, &conf(free_port(), ""))
+        .arg("-S")
+        .arg(&sock)
+        .start();
+    let out = client(&dir, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["pid"], third.pid, "{}", both(&out));
+    third.stop();
+}

@@ -1489,3 +1489,4 @@ fn a_coalesced_request_is_answered_by_the_next_reload() {
 }
 
 mod plan;
+mod status;
