@@ -27,6 +27,9 @@ pub const REQUEST_TIME: Duration = Duration::from_secs(5);
 pub const WRITE_TIME: Duration = Duration::from_secs(10);
 /// The longest a `reload` waits for its report (one always comes within seconds).
 pub const RELOAD_WAIT: Duration = Duration::from_secs(600);
+/// After a failed accept (out of descriptors): the listener is not watched for this long,
+/// since the pending connection would wake the level-triggered loop at once, for ever.
+pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub struct Server {
     own_uid: u32,
     /// Refusals and busy answers are logged, a storm of them counted.
     log_limit: RateLimiter<&'static str>,
+    /// The listener is unwatched until then, after a failed accept.
+    accept_paused_until: Option<Instant>,
 }
 
 impl Server {
@@ -81,6 +86,7 @@ impl Server {
             next_id: 1,
             own_uid: crate::sys::control::own_uid(),
             log_limit: RateLimiter::default(),
+            accept_paused_until: None,
         })
     }
 
@@ -108,9 +114,12 @@ impl Server {
                 Err(err) => {
                     self.log(
                         "accept",
-                        || format!("control socket: accept failed: {err}"),
+                        || format!("control socket: accept failed: {err}; pausing 1 s"),
                         now,
                     );
+                    if poller.delete(self.listener.as_fd()).is_ok() {
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    }
                     return;
                 }
             };
@@ -344,13 +353,24 @@ impl Server {
                 _ => self.close(id, poller),
             }
         }
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            match poller.add(self.listener.as_fd(), self.base) {
+                Ok(()) => self.accept_paused_until = None,
+                Err(_) => self.accept_paused_until = Some(now + ACCEPT_PAUSE),
+            }
+        }
         for (source, count) in self.log_limit.expired(now) {
             warn!("control socket: suppressed {count} similar messages ({source})");
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        let conns = self.conns.values().filter_map(|c| c.deadline).min();
+        let conns = self
+            .conns
+            .values()
+            .filter_map(|c| c.deadline)
+            .chain(self.accept_paused_until)
+            .min();
         match (conns, self.log_limit.next_report()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -446,5 +466,40 @@ mod tests {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(&clients[2]), &mut line).unwrap();
         assert!(line.contains("timed out"), "{line}");
+    }
+
+    #[test]
+    fn out_of_descriptors_the_listener_is_paused_rather_than_spun_on() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(10), || {
+            let (_dir, mut poller, mut server, path) = setup("ctl-srv-emfile");
+            let _client = UnixStream::connect(&path).unwrap();
+            let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+            // Every descriptor below a low limit taken: the next accept finds none free.
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap();
+            setrlimit(Resource::RLIMIT_NOFILE, highest + 1, hard).unwrap();
+            let mut filler = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                filler.push(f);
+            }
+            let now = Instant::now();
+            server.ready(BASE, &poller, now);
+            let mut tokens = Vec::new();
+            poller.wait(Some(Duration::ZERO), &mut tokens).unwrap();
+            let paused = tokens.is_empty() && server.next_deadline() == Some(now + ACCEPT_PAUSE);
+            drop(filler);
+            setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+            server.tick(&poller, now + ACCEPT_PAUSE);
+            poller.wait(Some(Duration::ZERO), &mut tokens).unwrap();
+            let resumed = tokens == vec![BASE];
+            server.ready(BASE, &poller, now);
+            paused && resumed && server.conns.len() == 1
+        });
+        assert!(ok);
     }
 }
