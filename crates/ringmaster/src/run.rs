@@ -104,7 +104,7 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
-    // Before the pidfile, which is not cleaned up on this way out.
+    // Before the pidfile: refused here, the master leaves no pidfile behind.
     let control = match crate::control::open_for_master(args.control.as_deref(), args.no_control) {
         Ok(c) => c,
         Err(err) => {

@@ -120,21 +120,29 @@ impl ControlListener {
     }
 
     /// The next pending connection, nonblocking and close-on-exec, with its peer; None when
-    /// none is pending.
+    /// none is pending. Err only when accepting itself fails (out of descriptors): a
+    /// connection whose peer cannot be told is closed and the next one taken.
     pub fn accept(&self) -> io::Result<Option<(UnixStream, Peer)>> {
-        let stream = match self.listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        stream.set_nonblocking(true)?;
-        let cred = getsockopt(&stream, PeerCredentials)?;
-        let peer = Peer {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        };
-        Ok(Some((stream, peer)))
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
+                continue;
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let peer = Peer {
+                pid: cred.pid(),
+                uid: cred.uid(),
+                gid: cred.gid(),
+            };
+            return Ok(Some((stream, peer)));
+        }
     }
 }
 
