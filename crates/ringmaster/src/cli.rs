@@ -1,4 +1,5 @@
-//! Command-line interface: Cyrus master's own flags for run mode, plus `check` and `demo`.
+//! Command-line interface: Cyrus master's own flags for run mode, plus `check`, `demo` and
+//! the control socket's client subcommands (their flags are in control/client.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,15 @@ pub enum Command {
     Check(CheckArgs),
     /// Run a built-in demo configuration (an echo service on 127.0.0.1) in the foreground.
     Demo(DemoArgs),
+    /// Show the running master's services, workers, daemons, events and last reload.
+    Status(crate::control::client::StatusArgs),
+    /// Reload the running master and wait for the result (exit 0: applied; 1: rejected or
+    /// partly applied, with every error printed). Waiting is the default; --no-wait only asks.
+    Reload(crate::control::client::ReloadArgs),
+    /// Stop the running master and wait until it has exited.
+    Stop(crate::control::client::StopArgs),
+    /// Print the running master's metrics (Prometheus text exposition).
+    Metrics(crate::control::client::MetricsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,9 +149,16 @@ pub struct RunArgs {
     /// primary group).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub group: Option<String>,
+    /// The control socket for `ringmaster status/reload/stop/metrics` (default:
+    /// /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock).
+    #[arg(short = 'S', long = "control", value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Run without a control socket.
+    #[arg(long, conflicts_with = "control")]
+    pub no_control: bool,
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;

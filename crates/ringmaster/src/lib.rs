@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod control;
 pub mod demo;
 pub mod exec;
 pub mod launch;

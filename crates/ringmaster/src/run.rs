@@ -107,6 +107,17 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
+    // Before the pidfile: refused here, the master leaves no pidfile behind.
+    let control = match crate::control::open_for_master(args.control.as_deref(), args.no_control) {
+        Ok(c) => c,
+        Err(err) => {
+            error!("{err}: not starting");
+            if let Some(d) = daemon.take() {
+                let _ = d.fail(EXIT_OSERR);
+            }
+            return EXIT_OSERR;
+        }
+    };
     let imapd = launcher.setup().imapd.clone();
     let pidfile_path = args
         .pidfile
@@ -183,7 +194,12 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             let _ = d.ready();
         }
     });
-    let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
+    let runtime = Runtime::new(supervisor, launcher, signals, args.backlog, on_ready);
+    let runtime = match control {
+        Some(listener) => runtime.and_then(|r| r.with_control(listener)),
+        None => runtime,
+    };
+    let code = match runtime {
         Ok(runtime) => runtime.run(),
         Err(err) => {
             error!("cannot set up the event loop: {err}");

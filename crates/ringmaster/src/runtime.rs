@@ -21,6 +21,7 @@ use ringmaster_core::{
 use crate::launch::Launcher;
 use crate::sys;
 
+mod control;
 mod listeners;
 
 const KIND_SHIFT: u64 = 56;
@@ -95,6 +96,10 @@ pub struct Runtime {
     /// Inputs not yet handled: answers to actions (spawned pids, bound sockets, loaded
     /// configs) wait here until every action of the input that asked for them is carried out.
     queue: VecDeque<Input>,
+    /// The control socket, when there is one (runtime/control.rs).
+    control: Option<crate::control::server::Server>,
+    /// The last reload's report, for a `reload` request answered within its own feed.
+    last_report: Option<ringmaster_core::ReloadReport>,
 }
 
 /// Where a rate-limited log line comes from.
@@ -128,6 +133,8 @@ impl Runtime {
             log_limit: RateLimiter::default(),
             child_groups: None,
             queue: VecDeque::new(),
+            control: None,
+            last_report: None,
         })
     }
 
@@ -145,10 +152,14 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.sup.next_deadline(),
+                self.log_limit.next_report(),
+                self.control_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
@@ -168,6 +179,7 @@ impl Runtime {
                     KIND_DAEMON => self.read_daemon_pipe(token),
                     KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
+                    control::KIND_CONTROL => self.control_ready(token),
                     _ => {}
                 }
                 if self.exit_code.is_some() {
@@ -178,6 +190,7 @@ impl Runtime {
                 self.feed(Input::Tick);
             }
             self.report_suppressed();
+            self.control_tick();
         }
         self.exit_code.unwrap_or(0)
     }
@@ -435,8 +448,8 @@ impl Runtime {
                 Ok(config) => self.answer(Input::ConfigLoaded(Box::new(config))),
                 Err(errors) => self.answer(Input::ConfigRejected { errors }),
             },
-            // Logged by the supervisor; the control socket and systemd will answer it.
-            Action::ReloadFinished(_) => {}
+            // Logged by the supervisor; the control socket answers it.
+            Action::ReloadFinished(report) => self.control_reload_finished(report),
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Log(record) => crate::logging::print(&record),
             Action::Exit(code) => {

@@ -46,6 +46,8 @@ pub struct PoolCounters {
     pub exits: [u64; 4],
     /// Workers that failed before serving (Cyrus's `nreadyfails`).
     pub ready_fails: u64,
+    /// The last fork or exec failure of this pool's workers, as logged.
+    pub last_exec_error: Option<String>,
 }
 
 impl PoolCounters {

@@ -9,6 +9,7 @@
 //! what makes `fork` sound (see [`signals::assert_single_threaded`]).
 
 pub mod clock;
+pub mod control;
 pub mod daemonize;
 pub mod net;
 pub mod pidfile;

@@ -36,6 +36,19 @@ impl Poller {
         Ok(())
     }
 
+    /// Change what wakes us for an added `fd`: readability, and writability too when
+    /// `writable` (a connection with bytes still to send).
+    pub fn set_writable(&self, fd: BorrowedFd<'_>, token: u64, writable: bool) -> io::Result<()> {
+        let flags = if writable {
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN
+        };
+        let mut event = EpollEvent::new(flags, token);
+        self.epoll.modify(fd, &mut event)?;
+        Ok(())
+    }
+
     /// Stop watching `fd`. Close the descriptor only after this (epoll tracks the open file
     /// description, which a dup elsewhere, e.g. in a worker, may keep alive).
     pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -140,3 +140,19 @@ fn a_coalesced_request_is_answered_by_the_next_reload() {
     let ids: Vec<u64> = h.reloads.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 2]);
 }
+
+#[test]
+fn a_failed_spawn_is_the_pools_last_exec_error() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let role = h.spawned[0].1.role.clone();
+    assert_eq!(h.sup.status().pools[0].counters.last_exec_error, None);
+    h.feed(Input::SpawnFailed {
+        role,
+        error: "/usr/lib/cyrus/bin/imapd: Permission denied".into(),
+    });
+    let status = h.sup.status();
+    assert_eq!(
+        status.pools[0].counters.last_exec_error.as_deref(),
+        Some("/usr/lib/cyrus/bin/imapd: Permission denied")
+    );
+}
