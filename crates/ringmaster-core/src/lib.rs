@@ -28,3 +28,8 @@ pub use supervisor::{
     ServiceKey, Settings, Sig, SpawnRequest, Supervisor, EXIT_BIND_FAILED, EXIT_CONFIG,
     EXIT_START_FAILED,
 };
+// What `Supervisor::status` reports (status, metrics, systemd).
+pub use supervisor::{
+    DaemonStatus, DownService, EventStatus, ExitReason, MasterPhase, PoolCounters, PoolStatus,
+    ReloadCounters, ReloadReport, ReloadResult, Status, WorkerCounts,
+};

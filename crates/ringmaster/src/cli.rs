@@ -139,6 +139,10 @@ pub struct RunArgs {
     /// primary group).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub group: Option<String>,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (e.g. 127.0.0.1:9187), from
+    /// the master's own loop. Off by default; bind it to loopback or a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 use ringmaster_core::{LocalTime, Settings, Supervisor, EXIT_CONFIG};
 
 use crate::cli::RunArgs;
+use crate::cyrus_prom;
 use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
@@ -105,6 +106,7 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         }
     }
     let imapd = launcher.setup().imapd.clone();
+    observe_setup(&imapd);
     let pidfile_path = args
         .pidfile
         .clone()
@@ -179,8 +181,29 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             let _ = d.ready();
         }
     });
+    let cyrus_report = cyrus_prom::Settings::from_imapd(&imapd).map(|settings| {
+        let owner = launch::resolve_identity(&Default::default(), &policy_owner(args), &imapd)
+            .ok()
+            .flatten()
+            .map(|c| (c.uid, c.gid));
+        cyrus_prom::CyrusReport::new(settings, owner)
+    });
     let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
-        Ok(runtime) => runtime.run(),
+        Ok(mut runtime) => {
+            let served = match args.metrics_listen {
+                Some(addr) => runtime
+                    .serve_metrics(addr)
+                    .map_err(|err| error!("cannot serve metrics on {addr}: {err}")),
+                None => Ok(()),
+            };
+            if let Some(report) = cyrus_report {
+                runtime.write_cyrus_report(report);
+            }
+            match served {
+                Ok(()) => runtime.run(),
+                Err(()) => EXIT_OSERR,
+            }
+        }
         Err(err) => {
             error!("cannot set up the event loop: {err}");
             EXIT_OSERR
@@ -241,6 +264,25 @@ fn remove_exit_files() {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Syslog's ident and facility from imapd.conf, now that it is read.
+fn observe_setup(imapd: &ringmaster_core::ImapdConf) {
+    let env_prefix = std::env::var("CYRUS_SYSLOG_PREFIX").ok();
+    let (ident, facility, warning) = logging::syslog_identity(
+        env_prefix.as_deref(),
+        imapd.syslog_prefix(),
+        imapd.get("syslog_facility"),
+    );
+    logging::set_syslog_identity(&ident, facility);
+    if let Some(warning) = warning {
+        warn!("{warning}");
+    }
+}
+
+/// The identity policy again, for the owner of Cyrus's report file (the workers' user).
+fn policy_owner(args: &RunArgs) -> launch::IdentityPolicy {
+    launch::policy(args.user.as_deref(), args.group.as_deref())
 }
 
 fn local_clock(unix: i64) -> LocalTime {

@@ -22,6 +22,7 @@ use crate::launch::Launcher;
 use crate::sys;
 
 mod listeners;
+mod observe;
 
 const KIND_SHIFT: u64 = 56;
 const KIND_SIGNAL: u64 = 1;
@@ -92,6 +93,8 @@ pub struct Runtime {
     /// Groups of the master's children, read once per batch of actions and only when one
     /// signals a group.
     child_groups: Option<HashSet<nix::unistd::Pid>>,
+    /// systemd, the metrics endpoint, Cyrus's report file.
+    observe: observe::Observers,
 }
 
 /// Where a rate-limited log line comes from.
@@ -124,6 +127,7 @@ impl Runtime {
             on_ready,
             log_limit: RateLimiter::default(),
             child_groups: None,
+            observe: observe::Observers::new(),
         })
     }
 
@@ -141,10 +145,14 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.sup.next_deadline(),
+                self.log_limit.next_report(),
+                self.observe.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
@@ -164,7 +172,7 @@ impl Runtime {
                     KIND_DAEMON => self.read_daemon_pipe(token),
                     KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
-                    _ => {}
+                    _ => self.observe_token(token),
                 }
                 if self.exit_code.is_some() {
                     break;
@@ -174,11 +182,13 @@ impl Runtime {
                 self.feed(Input::Tick);
             }
             self.report_suppressed();
+            self.observe_timers();
         }
         self.exit_code.unwrap_or(0)
     }
 
     fn feed(&mut self, input: Input) {
+        self.observe_input(&input);
         let actions = self.sup.handle(input, Self::now());
         self.child_groups = None;
         for action in actions {
@@ -217,6 +227,10 @@ impl Runtime {
                 Signal::SIGTERM | Signal::SIGINT => {
                     self.note_signal(received, "stopping");
                     self.feed(Input::Stop { graceful: false });
+                }
+                Signal::SIGUSR1 => {
+                    self.note_signal(received, "reopening the log file");
+                    crate::logging::reopen();
                 }
                 Signal::SIGQUIT => {
                     self.note_signal(received, "stopping gracefully");
@@ -373,6 +387,7 @@ impl Runtime {
     }
 
     fn carry_out(&mut self, action: Action) {
+        self.observe_action(&action);
         match action {
             Action::Bind {
                 service,
@@ -447,7 +462,7 @@ impl Runtime {
                 Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
                 Err(errors) => self.feed(Input::ConfigRejected { errors }),
             },
-            // Logged by the supervisor; the control socket and systemd will answer it.
+            // Logged by the supervisor; told to systemd (observe_action).
             Action::ReloadFinished(_) => {}
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Exit(code) => {
