@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ringmaster_core::{ImapdConf, Status};
 use tracing::{debug, error, info};
 
-use crate::metrics::{escape, family_name};
+use crate::metrics::{escape, Families};
 use crate::sys::reportfile::{self, Owner};
 
 /// `prometheus_update_freq`'s default in Cyrus 3.6.
@@ -146,7 +146,7 @@ impl CyrusReport {
     }
 
     /// Writes the report (unless a reader holds the lock) and schedules the next.
-    pub fn write(&mut self, status: &Status, now: Instant) {
+    pub fn write(&mut self, status: &Status, families: &Families, now: Instant) {
         self.next = now + self.settings.every;
         if self.failed {
             self.next = now + Duration::from_secs(86_400 * 365);
@@ -156,7 +156,7 @@ impl CyrusReport {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        let text = render(status, millis);
+        let text = render(status, families, millis);
         match reportfile::write_locked(&self.settings.path, text.as_bytes(), self.owner) {
             Ok(true) => {}
             Ok(false) => debug!("{} is locked: report skipped", self.settings.path.display()),
@@ -187,11 +187,11 @@ struct Row {
 type Series = (&'static str, &'static str, &'static str, fn(&Row) -> u64);
 
 /// The report's text, at `millis` since the epoch.
-pub fn render(status: &Status, millis: u128) -> String {
+pub fn render(status: &Status, families: &Families, millis: u128) -> String {
     let mut rows: BTreeMap<(String, &'static str), Row> = BTreeMap::new();
     for pool in &status.pools {
         let row = rows
-            .entry((pool.service.clone(), family_name(pool.family)))
+            .entry((pool.service.clone(), families.of(pool)))
             .or_default();
         let w = pool.workers;
         // Cyrus counts a worker ready from the moment it is forked until it takes a client.

@@ -4,15 +4,17 @@
 //!
 //! Pure: it renders a [`Status`] snapshot and a [`MasterInfo`] the shell fills.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::time::Instant;
 
 use ringmaster_core::{ExitReason, PoolStatus, Status};
 
 /// What the shell knows of the master process itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MasterInfo {
+    /// The address family of each pool's socket.
+    pub families: Families,
     /// Resident set size, from /proc/self/statm.
     pub resident_bytes: Option<u64>,
     /// Open descriptors, from /proc/self/fd.
@@ -23,12 +25,25 @@ pub struct MasterInfo {
     pub unix_now: f64,
 }
 
-/// The `family` label: as Cyrus's master names address families.
-pub fn family_name(family: u8) -> &'static str {
-    match family {
-        4 => "ipv4",
-        6 => "ipv6",
-        _ => "unix",
+/// The `family` label of each pool, as Cyrus's master names address families (`ipv4`,
+/// `ipv6`, `unix`): the supervisor numbers a service's sockets (`CYRUS_ID`), only the shell
+/// knows what each is bound to.
+#[derive(Debug, Clone, Default)]
+pub struct Families(HashMap<(String, u8), &'static str>);
+
+impl Families {
+    /// Records the family of a service's socket number `id`.
+    pub fn insert(&mut self, service: &str, id: u8, family: &'static str) {
+        self.0.insert((service.to_string(), id), family);
+    }
+
+    /// The family of a pool; for a socket the shell did not name, what its `listen=` says.
+    pub fn of(&self, pool: &PoolStatus) -> &'static str {
+        match self.0.get(&(pool.service.clone(), pool.family)) {
+            Some(name) => name,
+            None if pool.listen.starts_with('/') => "unix",
+            None => "inet",
+        }
     }
 }
 
@@ -48,15 +63,15 @@ const STATES: [&str; 4] = ["starting", "ready", "busy", "draining"];
 
 type Labels = (String, &'static str, String);
 
-fn per_service(status: &Status, now: Instant) -> BTreeMap<Labels, ServiceSeries> {
+fn per_service(status: &Status, master: &MasterInfo) -> BTreeMap<Labels, ServiceSeries> {
     let mut out: BTreeMap<Labels, ServiceSeries> = BTreeMap::new();
     for pool in &status.pools {
         let key = (
             pool.service.clone(),
-            family_name(pool.family),
+            master.families.of(pool),
             pool.listen.clone(),
         );
-        add_pool(out.entry(key).or_default(), pool, now);
+        add_pool(out.entry(key).or_default(), pool, master.now);
     }
     out
 }
@@ -83,7 +98,7 @@ fn add_pool(s: &mut ServiceSeries, pool: &PoolStatus, now: Instant) {
 
 /// The exposition text, HELP and TYPE before each family of series.
 pub fn render(status: &Status, master: &MasterInfo) -> String {
-    let services = per_service(status, master.now);
+    let services = per_service(status, master);
     let mut out = String::with_capacity(512 + services.len() * 1200);
     let labels = |(service, family, listen): &Labels| {
         format!(

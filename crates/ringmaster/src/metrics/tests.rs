@@ -121,7 +121,10 @@ fn value(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str
 #[test]
 fn render_is_valid_exposition_with_the_expected_series() {
     let now = Instant::now();
+    let mut families = Families::default();
+    families.insert("imap", 4, "ipv4");
     let info = MasterInfo {
+        families,
         resident_bytes: Some(4096),
         open_fds: Some(12),
         now,
@@ -211,6 +214,7 @@ fn a_master_with_nothing_renders_valid_text() {
     s.pools.clear();
     s.reloads = ReloadCounters::default();
     let info = MasterInfo {
+        families: Families::default(),
         resident_bytes: None,
         open_fds: None,
         now,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::*;
 use crate::cyrus_prom::CyrusReport;
-use crate::metrics::{self, MasterInfo};
+use crate::metrics::{self, Families, MasterInfo};
 use crate::metrics_http::MetricsServer;
 use crate::notify::Notifier;
 
@@ -41,13 +41,31 @@ impl Observers {
     }
 }
 
+/// What each pool's socket is bound to, by service name and socket number.
+fn families(sup: &Supervisor, pools: &HashMap<PoolId, PoolIo>) -> Families {
+    let mut families = Families::default();
+    for (&id, io) in pools {
+        let family = match io.listener.identity.as_ref().map(|i| &i.address) {
+            Some(sys::net::SocketAddress::Inet(addr)) if addr.is_ipv4() => "ipv4",
+            Some(sys::net::SocketAddress::Inet(_)) => "ipv6",
+            Some(sys::net::SocketAddress::Unix(_)) => "unix",
+            None => continue,
+        };
+        let name = sup.pool_name(id);
+        let service = name.rsplit_once('/').map_or(name.as_str(), |(s, _)| s);
+        families.insert(service, id.family, family);
+    }
+    families
+}
+
 /// The master's own numbers, now.
-pub fn master_info() -> MasterInfo {
+fn master_info(families: Families) -> MasterInfo {
     let unix_now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     MasterInfo {
+        families,
         resident_bytes: sys::procself::resident_bytes(),
         open_fds: sys::procself::open_fds(),
         now: Instant::now(),
@@ -72,7 +90,10 @@ impl Runtime {
 
     /// The metrics text, as `--metrics-listen` serves it.
     pub fn metrics_text(&self) -> String {
-        metrics::render(&self.sup.status(), &master_info())
+        metrics::render(
+            &self.sup.status(),
+            &master_info(families(&self.sup, &self.pools)),
+        )
     }
 
     pub(super) fn observe_token(&mut self, token: u64) {
@@ -82,9 +103,9 @@ impl Runtime {
         match token >> KIND_SHIFT {
             KIND_METRICS => http.accept(&self.poller, Instant::now()),
             KIND_HTTP => {
-                let sup = &self.sup;
+                let (sup, pools) = (&self.sup, &self.pools);
                 http.ready(token, &self.poller, &mut || {
-                    metrics::render(&sup.status(), &master_info())
+                    metrics::render(&sup.status(), &master_info(families(sup, pools)))
                 });
             }
             _ => {}
@@ -97,9 +118,15 @@ impl Runtime {
         if let Some(http) = self.observe.http.as_mut() {
             http.expire(now, &self.poller);
         }
-        if let Some(report) = self.observe.cyrus.as_mut() {
-            if report.next_at() <= now {
-                report.write(&self.sup.status(), now);
+        if self
+            .observe
+            .cyrus
+            .as_ref()
+            .is_some_and(|r| r.next_at() <= now)
+        {
+            let families = families(&self.sup, &self.pools);
+            if let Some(report) = self.observe.cyrus.as_mut() {
+                report.write(&self.sup.status(), &families, now);
             }
         }
     }
