@@ -15,7 +15,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 /// where `master` (or `cyrmaster`) stands in an init script or unit file.
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
-/// stop fast, SIGQUIT stops gracefully (workers finish their clients). Any other signal that
+/// stop fast, SIGQUIT stops gracefully (workers finish their clients), SIGUSR1 reopens the
+/// -L log file. Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(name = "ringmaster", version, args_conflicts_with_subcommands = true)]
