@@ -27,8 +27,6 @@ pub struct Notifier {
     enabled: bool,
     /// READY=1 was sent once (start-up is over for systemd).
     ready: bool,
-    /// RELOADING=1 was sent and its READY=1 not yet.
-    reloading: bool,
     stopping: bool,
 }
 
@@ -43,9 +41,13 @@ impl Notifier {
 
     /// Every service listens ([`ringmaster_core::Action::Ready`] with `all_listening`).
     pub fn all_listening(&mut self, status: &Status) {
+        if self.stopping {
+            return;
+        }
         let text = status_line(status);
-        // A service that comes up during a reload must not end systemd's reload early.
-        if self.ready || self.reloading || self.stopping {
+        // Once ready, READY=1 only ends reloads: a service that comes up during one must not
+        // end systemd's reload early.
+        if self.ready {
             self.send(&[NotifyState::Status(&text)]);
             return;
         }
@@ -53,12 +55,19 @@ impl Notifier {
         self.send(&[NotifyState::Ready, NotifyState::Status(&text)]);
     }
 
+    /// Start-up is complete but some services are down (a bind being retried): READY=1
+    /// waits for them, STATUS= says why.
+    pub fn some_down(&mut self, status: &Status) {
+        if !self.ready {
+            self.send(&[NotifyState::Status(&status_line(status))]);
+        }
+    }
+
     /// A reload starts ([`ringmaster_core::Action::LoadConfig`]).
     pub fn reloading(&mut self) {
         if !self.enabled || self.stopping {
             return;
         }
-        self.reloading = true;
         let usec = match NotifyState::monotonic_usec_now() {
             Ok(u) => u,
             Err(err) => {
@@ -79,7 +88,6 @@ impl Notifier {
             return;
         }
         let text = status_line(status);
-        self.reloading = false;
         // Before the first READY=1 (a reload during start-up) there is no reload to end:
         // READY=1 would claim that every service listens.
         if self.ready {

@@ -30,6 +30,19 @@ impl Notifications {
         (n, path.display().to_string())
     }
 
+    /// The next message, whatever it says.
+    fn next_message(&mut self, m: &Master) -> String {
+        let mut buf = vec![0u8; 65536];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(text.clone());
+                text
+            }
+            Err(e) => panic!("no message: {e}\nlog:\n{}", m.log_text()),
+        }
+    }
+
     /// The next message that has the line `want`; the ones before it are kept in `seen`.
     fn until(&mut self, want: &str, m: &Master) -> String {
         let deadline = Instant::now() + WAIT;
@@ -109,6 +122,12 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
         "{done:?}"
     );
 
+    assert!(
+        m.wait_log("reload 1 complete: every service has its workers ready (1 services, 1 workers on the new configuration, "),
+        "{}",
+        m.log_text()
+    );
+
     // A broken configuration: the reload is still ended (READY=1), and STATUS= says why.
     m.rewrite_conf("SERVICES {\n  echo cmd=\"\" listen=\n}\n");
     m.signal(Signal::SIGHUP);
@@ -147,4 +166,27 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
     let child_env = read_to_string(&env_file);
     assert!(child_env.contains("PATH="), "the START command did not run");
     assert!(!child_env.contains("NOTIFY_SOCKET"), "{child_env}");
+}
+
+#[test]
+fn ready_waits_for_a_service_whose_port_is_taken() {
+    let dir = TestDir::new("notify-down");
+    let (mut notes, socket) = Notifications::bind(&dir);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let conf =
+        format!("SERVICES {{\n  echo cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\n");
+    let m = Start::new(&dir, &conf)
+        .env("NOTIFY_SOCKET", &socket)
+        .spawn();
+    // Start-up is complete with the service down: STATUS= says so, READY=1 waits.
+    let first = notes.next_message(&m);
+    assert!(first.contains("0 services listening, 1 down"), "{first:?}");
+    assert!(!first.lines().any(|l| l == "READY=1"), "{first:?}");
+    drop(taken);
+    let ready = notes.until("READY=1", &m);
+    assert!(
+        field(&ready, "STATUS").is_some_and(|s| s.starts_with("1 services listening, 0 down")),
+        "{ready:?}"
+    );
 }

@@ -115,15 +115,16 @@ impl Supervisor {
             .reload
             .applied_at
             .is_none_or(|t| now.mono < t + SETTLE_LIMIT);
+        let counts = self.reload_counts();
         let bind_errors = std::mem::take(&mut self.reload.bind_errors);
         if settled {
             info!(
-                "reload {} complete: every service has its workers ready",
+                "reload {} complete: every service has its workers ready ({counts})",
                 self.reload.last_id
             );
         } else {
             info!(
-                "reload {} complete: not every service had its workers ready within {} s",
+                "reload {} complete: not every service had its workers ready within {} s ({counts})",
                 self.reload.last_id,
                 SETTLE_LIMIT.as_secs()
             );
@@ -136,6 +137,23 @@ impl Supervisor {
             now,
             out,
         );
+    }
+
+    /// "3 services, 6 workers on the new configuration, 2 old workers draining, 1 bind
+    /// error": what the reload left, for its "complete" line. Walks the workers once.
+    fn reload_counts(&self) -> String {
+        let services = self.services.values().filter(|s| !s.retiring).count();
+        let draining = self.draining_workers();
+        let current = u32::try_from(self.workers.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(draining);
+        let mut text =
+            format!("{services} services, {current} workers on the new configuration, {draining} old workers draining");
+        match self.reload.bind_errors.len() {
+            0 => {}
+            n => text.push_str(&format!(", {n} bind errors")),
+        }
+        text
     }
 
     fn finish_report(&mut self, result: ReloadResult, now: Now, out: &mut Vec<Action>) {

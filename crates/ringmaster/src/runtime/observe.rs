@@ -152,6 +152,12 @@ impl Runtime {
                 let status = self.sup.status();
                 self.observe.notifier.all_listening(&status);
             }
+            Action::Ready {
+                all_listening: false,
+            } => {
+                let status = self.sup.status();
+                self.observe.notifier.some_down(&status);
+            }
             Action::Exit(_) => self.observe.notifier.stopping(),
             _ => {}
         }
