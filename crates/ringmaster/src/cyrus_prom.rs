@@ -186,8 +186,8 @@ struct Row {
 /// A series: name, help, type, and its value in a row.
 type Series = (&'static str, &'static str, &'static str, fn(&Row) -> u64);
 
-/// The report's text, at `millis` since the epoch.
-pub fn render(status: &Status, families: &Families, millis: u128) -> String {
+/// One row per service and address family, and per daemon.
+fn rows(status: &Status, families: &Families) -> BTreeMap<(String, &'static str), Row> {
     let mut rows: BTreeMap<(String, &'static str), Row> = BTreeMap::new();
     for pool in &status.pools {
         let row = rows
@@ -219,6 +219,12 @@ pub fn render(status: &Status, families: &Families, millis: u128) -> String {
             },
         );
     }
+    rows
+}
+
+/// The report's text, at `millis` since the epoch.
+pub fn render(status: &Status, families: &Families, millis: u128) -> String {
+    let rows = rows(status, families);
     let mut out = String::with_capacity(1024 + rows.len() * 600);
     let series: [Series; 7] = [
         (

@@ -96,17 +96,53 @@ fn add_pool(s: &mut ServiceSeries, pool: &PoolStatus, now: Instant) {
     s.paused |= pool.paused_until.is_some_and(|t| t > now);
 }
 
+/// A per-service series with one value: name, type, help, value.
+type OneValue = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ServiceSeries) -> u64,
+);
+
+const ONE_VALUE: [OneValue; 4] = [
+    (
+        "ringmaster_forks_total",
+        "counter",
+        "Workers forked since the master started.",
+        |s| s.forks,
+    ),
+    (
+        "ringmaster_ready_fails_total",
+        "counter",
+        "Workers that failed before serving a client.",
+        |s| s.ready_fails,
+    ),
+    (
+        "ringmaster_connections_waiting",
+        "gauge",
+        "Connections in the accept queue when the listener was last seen readable.",
+        |s| s.waiting,
+    ),
+    (
+        "ringmaster_paused",
+        "gauge",
+        "1 while the service is throttled after its workers kept failing.",
+        |s| u64::from(s.paused),
+    ),
+];
+
+fn labels((service, family, listen): &Labels) -> String {
+    format!(
+        "service=\"{}\",family=\"{family}\",listen=\"{}\"",
+        escape(service),
+        escape(listen)
+    )
+}
+
 /// The exposition text, HELP and TYPE before each family of series.
 pub fn render(status: &Status, master: &MasterInfo) -> String {
     let services = per_service(status, master);
     let mut out = String::with_capacity(512 + services.len() * 1200);
-    let labels = |(service, family, listen): &Labels| {
-        format!(
-            "service=\"{}\",family=\"{family}\",listen=\"{}\"",
-            escape(service),
-            escape(listen)
-        )
-    };
     header(
         &mut out,
         "ringmaster_workers",
@@ -124,15 +160,6 @@ pub fn render(status: &Status, master: &MasterInfo) -> String {
     }
     header(
         &mut out,
-        "ringmaster_forks_total",
-        "counter",
-        "Workers forked since the master started.",
-    );
-    for (key, s) in &services {
-        let _ = writeln!(out, "ringmaster_forks_total{{{}}} {}", labels(key), s.forks);
-    }
-    header(
-        &mut out,
         "ringmaster_exits_total",
         "counter",
         "Workers that ended, by reason (normal, crash, signal, recycled).",
@@ -147,47 +174,11 @@ pub fn render(status: &Status, master: &MasterInfo) -> String {
             );
         }
     }
-    header(
-        &mut out,
-        "ringmaster_ready_fails_total",
-        "counter",
-        "Workers that failed before serving a client.",
-    );
-    for (key, s) in &services {
-        let _ = writeln!(
-            out,
-            "ringmaster_ready_fails_total{{{}}} {}",
-            labels(key),
-            s.ready_fails
-        );
-    }
-    header(
-        &mut out,
-        "ringmaster_connections_waiting",
-        "gauge",
-        "Connections in the accept queue when the listener was last seen readable.",
-    );
-    for (key, s) in &services {
-        let _ = writeln!(
-            out,
-            "ringmaster_connections_waiting{{{}}} {}",
-            labels(key),
-            s.waiting
-        );
-    }
-    header(
-        &mut out,
-        "ringmaster_paused",
-        "gauge",
-        "1 while the service is throttled after its workers kept failing.",
-    );
-    for (key, s) in &services {
-        let _ = writeln!(
-            out,
-            "ringmaster_paused{{{}}} {}",
-            labels(key),
-            u8::from(s.paused)
-        );
+    for (name, kind, help, value) in ONE_VALUE {
+        header(&mut out, name, kind, help);
+        for (key, s) in &services {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(key), value(s));
+        }
     }
     header(
         &mut out,
@@ -197,8 +188,13 @@ pub fn render(status: &Status, master: &MasterInfo) -> String {
     );
     let _ = writeln!(out, "ringmaster_services_down {}", status.down.len());
     render_reloads(&mut out, status, master);
+    render_process(&mut out, master);
+    out
+}
+
+fn render_process(out: &mut String, master: &MasterInfo) {
     header(
-        &mut out,
+        out,
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory of the master process.",
@@ -207,7 +203,7 @@ pub fn render(status: &Status, master: &MasterInfo) -> String {
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
     header(
-        &mut out,
+        out,
         "process_open_fds",
         "gauge",
         "Open descriptors of the master process.",
@@ -215,7 +211,6 @@ pub fn render(status: &Status, master: &MasterInfo) -> String {
     if let Some(fds) = master.open_fds {
         let _ = writeln!(out, "process_open_fds {fds}");
     }
-    out
 }
 
 fn render_reloads(out: &mut String, status: &Status, master: &MasterInfo) {

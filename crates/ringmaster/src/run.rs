@@ -181,29 +181,11 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             let _ = d.ready();
         }
     });
-    let cyrus_report = cyrus_prom::Settings::from_imapd(&imapd).map(|settings| {
-        let owner = launch::resolve_identity(&Default::default(), &policy_owner(args), &imapd)
-            .ok()
-            .flatten()
-            .map(|c| (c.uid, c.gid));
-        cyrus_prom::CyrusReport::new(settings, owner)
-    });
     let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
-        Ok(mut runtime) => {
-            let served = match args.metrics_listen {
-                Some(addr) => runtime
-                    .serve_metrics(addr)
-                    .map_err(|err| error!("cannot serve metrics on {addr}: {err}")),
-                None => Ok(()),
-            };
-            if let Some(report) = cyrus_report {
-                runtime.write_cyrus_report(report);
-            }
-            match served {
-                Ok(()) => runtime.run(),
-                Err(()) => EXIT_OSERR,
-            }
-        }
+        Ok(mut runtime) => match observe(&mut runtime, args, &imapd) {
+            Ok(()) => runtime.run(),
+            Err(()) => EXIT_OSERR,
+        },
         Err(err) => {
             error!("cannot set up the event loop: {err}");
             EXIT_OSERR
@@ -280,9 +262,27 @@ fn observe_setup(imapd: &ringmaster_core::ImapdConf) {
     }
 }
 
-/// The identity policy again, for the owner of Cyrus's report file (the workers' user).
-fn policy_owner(args: &RunArgs) -> launch::IdentityPolicy {
-    launch::policy(args.user.as_deref(), args.group.as_deref())
+/// The metrics endpoint (`--metrics-listen`; Err when it cannot be bound, logged) and Cyrus's
+/// report file (`prometheus_enabled`), owned by the workers' default user.
+fn observe(
+    runtime: &mut Runtime,
+    args: &RunArgs,
+    imapd: &ringmaster_core::ImapdConf,
+) -> Result<(), ()> {
+    if let Some(settings) = cyrus_prom::Settings::from_imapd(imapd) {
+        let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
+        let owner = launch::resolve_identity(&Default::default(), &policy, imapd)
+            .ok()
+            .flatten()
+            .map(|c| (c.uid, c.gid));
+        runtime.write_cyrus_report(cyrus_prom::CyrusReport::new(settings, owner));
+    }
+    match args.metrics_listen {
+        Some(addr) => runtime
+            .serve_metrics(addr)
+            .map_err(|err| error!("cannot serve metrics on {addr}: {err}")),
+        None => Ok(()),
+    }
 }
 
 fn local_clock(unix: i64) -> LocalTime {

@@ -7,6 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
@@ -76,11 +77,8 @@ fn monotonic_usec() -> u64 {
     t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
 }
 
-#[test]
-fn ready_reloading_ready_rejected_and_stopping_in_order() {
-    let dir = TestDir::new("notify");
-    let (mut notes, socket) = Notifications::bind(&dir);
-    // A START command that records the environment children get.
+/// A START command that records the environment children get: the script and its output.
+fn env_recorder(dir: &TestDir) -> (PathBuf, PathBuf) {
     let script = dir.path("record-env.sh");
     let env_file = dir.path("child.env");
     std::fs::write(
@@ -89,6 +87,22 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, env_file)
+}
+
+/// The state lines of every message, in order.
+fn states(seen: &[String]) -> Vec<&str> {
+    seen.iter()
+        .flat_map(|msg| msg.lines())
+        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
+        .collect()
+}
+
+#[test]
+fn ready_reloading_ready_rejected_and_stopping_in_order() {
+    let dir = TestDir::new("notify");
+    let (mut notes, socket) = Notifications::bind(&dir);
+    let (script, env_file) = env_recorder(&dir);
     let port = free_port();
     let conf = format!(
         "START {{\n  record cmd=\"{}\"\n}}\nSERVICES {{\n  echo cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\n",
@@ -146,14 +160,8 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
     assert!(m.wait_exit(WAIT).is_some(), "{}", m.log_text());
 
     // Exactly this sequence of states, whatever STATUS= updates came between.
-    let states: Vec<&str> = notes
-        .seen
-        .iter()
-        .flat_map(|msg| msg.lines())
-        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
-        .collect();
     assert_eq!(
-        states,
+        states(&notes.seen),
         [
             "READY=1",
             "RELOADING=1",

@@ -118,8 +118,8 @@ fn value(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str
     }
 }
 
-#[test]
-fn render_is_valid_exposition_with_the_expected_series() {
+/// The status above, rendered, checked strictly and parsed.
+fn rendered() -> Vec<prometheus_parse::Sample> {
     let now = Instant::now();
     let mut families = Families::default();
     families.insert("imap", 4, "ipv4");
@@ -130,8 +130,12 @@ fn render_is_valid_exposition_with_the_expected_series() {
         now,
         unix_now: 1_000_000.0,
     };
-    let text = render(&status(now), &info);
-    let samples = parse_strictly(&text);
+    parse_strictly(&render(&status(now), &info))
+}
+
+#[test]
+fn render_is_valid_exposition_with_the_expected_series() {
+    let samples = rendered();
     let imap = [
         ("service", "imap"),
         ("family", "ipv4"),
@@ -176,6 +180,11 @@ fn render_is_valid_exposition_with_the_expected_series() {
     // Label values are escaped (prometheus-parse hands them back still escaped).
     let odd = [("service", r#"we\"ird\\name\n"#), ("family", "unix")];
     assert_eq!(value(&samples, "ringmaster_paused", &odd), 1.0);
+}
+
+#[test]
+fn reloads_and_the_process_are_rendered() {
+    let samples = rendered();
     assert_eq!(
         value(
             &samples,
