@@ -145,14 +145,11 @@ impl Runtime {
         self.feed(Input::Boot);
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
-            let deadline = [
-                self.sup.next_deadline(),
-                self.log_limit.next_report(),
-                self.observe.next_deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = match (self.sup.next_deadline(), self.log_limit.next_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = self.observe.earliest(deadline);
             let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
@@ -462,7 +459,7 @@ impl Runtime {
                 Ok(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
                 Err(errors) => self.feed(Input::ConfigRejected { errors }),
             },
-            // Logged by the supervisor; told to systemd (observe_action).
+            // Logged by the supervisor; the control socket and systemd will answer it.
             Action::ReloadFinished(_) => {}
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Exit(code) => {

@@ -30,14 +30,12 @@ impl Observers {
         }
     }
 
-    /// The earliest moment an observer needs the loop (a connection's timeout, a report).
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
+    /// The earlier of `other` and the moment an observer needs the loop (a connection's
+    /// timeout, a report).
+    pub(super) fn earliest(&self, other: Option<Instant>) -> Option<Instant> {
         let http = self.http.as_ref().and_then(|h| h.next_deadline());
         let cyrus = self.cyrus.as_ref().map(|c| c.next_at());
-        match (http, cyrus) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [other, http, cyrus].into_iter().flatten().min()
     }
 }
 
