@@ -2,13 +2,16 @@
 //!
 //! Nonblocking throughout, so a slow or hostile client never holds the master: a request is
 //! at most [`MAX_REQUEST`] bytes, a connection lives at most [`TIMEOUT`], at most
-//! [`MAX_CONNECTIONS`] are open (more are told 503 and closed), and one reply is written as
-//! the socket takes it. Every connection gets one answer and is closed.
+//! [`MAX_CONNECTIONS`] are open (the listener is not watched while they are: more wait in
+//! its backlog), and a reply is written as the socket takes it. Every connection gets one
+//! answer; then the server shuts its side and reads what the client still sends until it
+//! closes (bounded), so that closing never resets the connection before the client has read
+//! the answer.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -23,21 +26,43 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections accepted per wake-up at most, so a flood cannot starve the rest of the loop.
 const ACCEPTS_PER_WAKE: usize = 64;
+/// Bytes read and dropped after the answer, at most, waiting for the client to close.
+const MAX_LINGER: usize = 64 * 1024;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Where a connection is.
+enum Phase {
+    /// Reading the request.
+    Request(Vec<u8>),
+    /// Writing the answer; `sent` bytes of it are written.
+    Reply { bytes: Vec<u8>, sent: usize },
+    /// Answered and shut for writing; reading (and dropping) until the client closes.
+    Linger { dropped: usize },
+}
+
 struct Conn {
     stream: TcpStream,
-    request: Vec<u8>,
-    /// The answer, once the request is read; `sent` bytes of it are written.
-    reply: Option<Vec<u8>>,
-    sent: usize,
+    phase: Phase,
     deadline: Instant,
+}
+
+/// What to do with a connection after a wake-up.
+enum Next {
+    Keep,
+    /// The reply did not fit: wait until the socket takes more.
+    WaitWritable,
+    /// Answered: wait for the client to close.
+    Linger,
+    Close,
 }
 
 /// The listener and its connections.
 pub struct MetricsServer {
     listener: TcpListener,
+    listener_token: u64,
+    /// The listener is in the poller (not while [`MAX_CONNECTIONS`] are open).
+    listening: bool,
     conns: HashMap<u64, Conn>,
     next_id: u64,
     /// Or-ed with a connection's id to make its poller token.
@@ -45,25 +70,29 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` (close-on-exec, nonblocking); connections' tokens are `token_base | id`
-    /// with ids below 2^32.
-    pub fn bind(addr: SocketAddr, token_base: u64) -> io::Result<MetricsServer> {
+    /// Binds `addr` (close-on-exec, nonblocking) and watches it with `listener_token`;
+    /// connections' tokens are `token_base | id`, ids below 2^32.
+    pub fn bind(
+        addr: SocketAddr,
+        poller: &Poller,
+        listener_token: u64,
+        token_base: u64,
+    ) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
+        poller.add(listener.as_fd(), listener_token)?;
         info!(
             "serving metrics on http://{}/metrics",
             listener.local_addr()?
         );
         Ok(MetricsServer {
             listener,
+            listener_token,
+            listening: true,
             conns: HashMap::new(),
             next_id: 0,
             token_base,
         })
-    }
-
-    pub fn listener_fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
     }
 
     /// The earliest connection deadline.
@@ -71,9 +100,14 @@ impl MetricsServer {
         self.conns.values().map(|c| c.deadline).min()
     }
 
-    /// The listener is readable: accept what waits.
+    /// The listener is readable: accept what waits, up to the cap.
     pub fn accept(&mut self, poller: &Poller, now: Instant) {
         for _ in 0..ACCEPTS_PER_WAKE {
+            if self.conns.len() >= MAX_CONNECTIONS {
+                debug!("metrics: {MAX_CONNECTIONS} connections open; the rest wait");
+                self.set_listening(poller, false);
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -87,27 +121,18 @@ impl MetricsServer {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            if self.conns.len() >= MAX_CONNECTIONS {
-                debug!("metrics: {MAX_CONNECTIONS} connections open, refusing one");
-                let _ = (&stream).write(&reply(503, "Service Unavailable", "", b"busy\n"));
-                continue;
-            }
             let id = self.next_id;
             self.next_id = (self.next_id + 1) & 0xffff_ffff;
             if let Err(e) = poller.add(stream.as_fd(), self.token_base | id) {
                 warn!("metrics: cannot watch a connection: {e}");
                 continue;
             }
-            self.conns.insert(
-                id,
-                Conn {
-                    stream,
-                    request: Vec::new(),
-                    reply: None,
-                    sent: 0,
-                    deadline: now + TIMEOUT,
-                },
-            );
+            let conn = Conn {
+                stream,
+                phase: Phase::Request(Vec::new()),
+                deadline: now + TIMEOUT,
+            };
+            self.conns.insert(id, conn);
         }
     }
 
@@ -117,28 +142,22 @@ impl MetricsServer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let done = match conn.reply {
-            None => read_request(conn, render),
-            Some(_) => false,
-        };
-        if done || conn.reply.is_none() {
-            if done {
-                self.close(id, poller);
-            }
-            return;
-        }
-        match write_reply(conn) {
-            Ok(true) => self.close(id, poller),
-            Ok(false) => {
-                if let Err(e) = poller.set_writable(conn.stream.as_fd(), token, true) {
-                    debug!("metrics: {e}");
-                    self.close(id, poller);
-                }
-            }
+        let next = match step(conn, render) {
+            Ok(next) => next,
             Err(e) => {
-                debug!("metrics: writing a reply: {e}");
-                self.close(id, poller);
+                debug!("metrics: {e}");
+                Next::Close
             }
+        };
+        let fd = conn.stream.as_fd();
+        let watched = match next {
+            Next::Keep => Ok(()),
+            Next::WaitWritable => poller.set_writable(fd, token, true),
+            Next::Linger => poller.set_writable(fd, token, false),
+            Next::Close => Err(io::ErrorKind::Other.into()),
+        };
+        if watched.is_err() {
+            self.close(id, poller);
         }
     }
 
@@ -159,42 +178,95 @@ impl MetricsServer {
     fn close(&mut self, id: u64, poller: &Poller) {
         if let Some(conn) = self.conns.remove(&id) {
             let _ = poller.delete(conn.stream.as_fd());
-            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+        if self.conns.len() < MAX_CONNECTIONS {
+            self.set_listening(poller, true);
+        }
+    }
+
+    fn set_listening(&mut self, poller: &Poller, on: bool) {
+        if self.listening == on {
+            return;
+        }
+        let fd = self.listener.as_fd();
+        let done = if on {
+            poller.add(fd, self.listener_token)
+        } else {
+            poller.delete(fd)
+        };
+        match done {
+            Ok(()) => self.listening = on,
+            Err(e) => warn!("metrics: cannot (un)watch the listener: {e}"),
         }
     }
 }
 
-/// Reads what the client sent; once the request is whole (or broken), sets the reply.
-/// True when the connection is over with nothing to send (closed or failed).
-fn read_request(conn: &mut Conn, render: &mut dyn FnMut() -> String) -> bool {
+/// Moves a connection on as far as its socket allows.
+fn step(conn: &mut Conn, render: &mut dyn FnMut() -> String) -> io::Result<Next> {
+    if let Phase::Request(request) = &mut conn.phase {
+        match read_request(&mut conn.stream, request, render)? {
+            Some(bytes) => conn.phase = Phase::Reply { bytes, sent: 0 },
+            None => return Ok(Next::Keep),
+        }
+    }
+    if let Phase::Reply { bytes, sent } = &mut conn.phase {
+        if !write_reply(&mut conn.stream, bytes, sent)? {
+            return Ok(Next::WaitWritable);
+        }
+        conn.stream.shutdown(Shutdown::Write)?;
+        conn.phase = Phase::Linger { dropped: 0 };
+        return Ok(Next::Linger);
+    }
+    if let Phase::Linger { dropped } = &mut conn.phase {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(n) => {
+                    *dropped += n;
+                    if *dropped > MAX_LINGER {
+                        return Ok(Next::Close);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Keep),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(Next::Keep)
+}
+
+/// Reads what the client sent; the answer once the request is whole (or broken).
+fn read_request(
+    stream: &mut TcpStream,
+    request: &mut Vec<u8>,
+    render: &mut dyn FnMut() -> String,
+) -> io::Result<Option<Vec<u8>>> {
     let mut chunk = [0u8; 4096];
     loop {
-        match conn.stream.read(&mut chunk) {
-            Ok(0) => return true,
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
-                let room = MAX_REQUEST + 1 - conn.request.len();
-                conn.request.extend_from_slice(&chunk[..n.min(room)]);
-                if let Some(answer) = answer(&conn.request, render) {
-                    conn.reply = Some(answer);
-                    return false;
+                let room = MAX_REQUEST + 1 - request.len();
+                request.extend_from_slice(&chunk[..n.min(room)]);
+                if let Some(answer) = answer(request, render) {
+                    return Ok(Some(answer));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// True once the whole reply is written.
-fn write_reply(conn: &mut Conn) -> io::Result<bool> {
-    let Some(reply) = &conn.reply else {
-        return Ok(true);
-    };
-    while conn.sent < reply.len() {
-        match conn.stream.write(&reply[conn.sent..]) {
+fn write_reply(stream: &mut TcpStream, bytes: &[u8], sent: &mut usize) -> io::Result<bool> {
+    while *sent < bytes.len() {
+        match stream.write(&bytes[*sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.sent += n,
+            Ok(n) => *sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -154,3 +154,32 @@ fn a_metrics_address_in_use_stops_the_start() {
         m.log_text()
     );
 }
+
+#[test]
+fn connections_beyond_the_cap_wait_and_idle_ones_time_out() {
+    let dir = TestDir::new("metrics-cap");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let conf =
+        format!("SERVICES {{\n  echo cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork=1\n}}\n");
+    let mut m = Start::new(&dir, &conf)
+        .arg("--metrics-listen")
+        .arg(&addr.to_string())
+        .start();
+    // 16 clients that say nothing take every slot (metrics_http::MAX_CONNECTIONS) ...
+    let mut idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
+        .collect();
+    // ... a 17th waits in the backlog and is answered once their time is up; the master
+    // serves its workers meanwhile.
+    let (_s, banner) = connect(port);
+    assert!(banner.starts_with("* OK"), "{banner}");
+    let (code, body) = http(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(code, 200, "{body}");
+    for stream in &mut idle {
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut rest = Vec::new();
+        assert!(stream.read_to_end(&mut rest).is_ok() && rest.is_empty());
+    }
+    assert!(m.exited().is_none(), "{}", m.log_text());
+}

@@ -74,9 +74,12 @@ fn master_info(families: Families) -> MasterInfo {
 impl Runtime {
     /// Serves GET /metrics on `addr` from this loop.
     pub fn serve_metrics(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let server = MetricsServer::bind(addr, KIND_HTTP << KIND_SHIFT)?;
-        self.poller
-            .add(server.listener_fd(), KIND_METRICS << KIND_SHIFT)?;
+        let server = MetricsServer::bind(
+            addr,
+            &self.poller,
+            KIND_METRICS << KIND_SHIFT,
+            KIND_HTTP << KIND_SHIFT,
+        )?;
         self.observe.http = Some(server);
         Ok(())
     }
