@@ -45,6 +45,14 @@ fn open_log(path: &Path) -> io::Result<File> {
 /// The installed target, for [`reopen`] and [`set_syslog_identity`].
 static INSTALLED: OnceLock<Arc<Mutex<Target>>> = OnceLock::new();
 
+/// Whether the master logs to a file (`-L`), which [`reopen`] reopens.
+pub fn to_file() -> bool {
+    INSTALLED
+        .get()
+        .and_then(|t| t.lock().ok().map(|g| matches!(*g, Target::File(..))))
+        .unwrap_or(false)
+}
+
 /// Opens the log file again by its path (SIGUSR1, after logrotate moved it away); the old
 /// file is closed once the new one is open. Nothing to do when logging elsewhere.
 pub fn reopen() {

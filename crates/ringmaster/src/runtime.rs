@@ -226,7 +226,12 @@ impl Runtime {
                     self.feed(Input::Stop { graceful: false });
                 }
                 Signal::SIGUSR1 => {
-                    self.note_signal(received, "reopening the log file");
+                    let what = if crate::logging::to_file() {
+                        "reopening the log file"
+                    } else {
+                        "no log file to reopen (-L)"
+                    };
+                    self.note_signal(received, what);
                     crate::logging::reopen();
                 }
                 Signal::SIGQUIT => {
