@@ -16,7 +16,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 /// where `master` (or `cyrmaster`) stands in an init script or unit file.
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
-/// stop fast, SIGQUIT stops gracefully (workers finish their clients). Any other signal that
+/// stop fast, SIGQUIT stops gracefully (workers finish their clients), SIGUSR1 reopens the
+/// -L log file. Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(name = "ringmaster", version, args_conflicts_with_subcommands = true)]
@@ -156,6 +157,10 @@ pub struct RunArgs {
     /// Run without a control socket.
     #[arg(long, conflicts_with = "control")]
     pub no_control: bool,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (e.g. 127.0.0.1:9187), from
+    /// the master's own loop. Off by default; bind it to loopback or a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -23,6 +23,7 @@ use crate::sys;
 
 mod control;
 mod listeners;
+mod observe;
 
 const KIND_SHIFT: u64 = 56;
 const KIND_SIGNAL: u64 = 1;
@@ -100,6 +101,8 @@ pub struct Runtime {
     control: Option<crate::control::server::Server>,
     /// The last reload's report, for a `reload` request answered within its own feed.
     last_report: Option<ringmaster_core::ReloadReport>,
+    /// systemd, the metrics endpoint, Cyrus's report file.
+    observe: observe::Observers,
 }
 
 /// Where a rate-limited log line comes from.
@@ -135,6 +138,7 @@ impl Runtime {
             queue: VecDeque::new(),
             control: None,
             last_report: None,
+            observe: observe::Observers::new(),
         })
     }
 
@@ -160,6 +164,7 @@ impl Runtime {
             .into_iter()
             .flatten()
             .min();
+            let deadline = self.observe.earliest(deadline);
             let timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(err) = self.poller.wait(timeout, &mut tokens) {
                 error!("epoll_wait failed: {err}");
@@ -180,7 +185,7 @@ impl Runtime {
                     KIND_LISTENER => self.listener_readable(token_pool(token)),
                     KIND_SIGNAL => self.read_signals(),
                     control::KIND_CONTROL => self.control_ready(token),
-                    _ => {}
+                    _ => self.observe_token(token),
                 }
                 if self.exit_code.is_some() {
                     break;
@@ -191,6 +196,7 @@ impl Runtime {
             }
             self.report_suppressed();
             self.control_tick();
+            self.observe_timers();
         }
         self.exit_code.unwrap_or(0)
     }
@@ -205,6 +211,7 @@ impl Runtime {
                 self.queue.clear();
                 return;
             }
+            self.observe_input(&input);
             let actions = self.sup.handle(input, Self::now());
             self.child_groups = None;
             for action in actions {
@@ -249,6 +256,15 @@ impl Runtime {
                 Signal::SIGTERM | Signal::SIGINT => {
                     self.note_signal(received, "stopping");
                     self.feed(Input::Stop { graceful: false });
+                }
+                Signal::SIGUSR1 => {
+                    let what = if crate::logging::to_file() {
+                        "reopening the log file"
+                    } else {
+                        "no log file to reopen (-L)"
+                    };
+                    self.note_signal(received, what);
+                    crate::logging::reopen();
                 }
                 Signal::SIGQUIT => {
                     self.note_signal(received, "stopping gracefully");
@@ -389,6 +405,7 @@ impl Runtime {
     }
 
     fn carry_out(&mut self, action: Action) {
+        self.observe_action(&action);
         match action {
             Action::Bind {
                 service,
@@ -448,7 +465,8 @@ impl Runtime {
                 Ok(config) => self.answer(Input::ConfigLoaded(Box::new(config))),
                 Err(errors) => self.answer(Input::ConfigRejected { errors }),
             },
-            // Logged by the supervisor; the control socket answers it.
+            // Logged by the supervisor; systemd is told in observe_action, the control socket
+            // answers it here.
             Action::ReloadFinished(report) => self.control_reload_finished(report),
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
             Action::Log(record) => crate::logging::print(&record),

@@ -102,7 +102,9 @@ impl WorkerCounts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolStatus {
     pub service: String,
-    /// `CYRUS_ID`-style family tag: 4, 6, or 0 for unix sockets (see `PoolId`).
+    /// The socket's number among the entry's, as `CYRUS_ID` (0, then 1 for a second address
+    /// family; see `PoolId`). Which address family it is, only the shell knows (the metrics
+    /// ask the bound socket).
     pub family: u8,
     pub listen: String,
     pub proto: String,

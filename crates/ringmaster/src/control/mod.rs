@@ -62,12 +62,6 @@ pub fn open_for_master(
     }
 }
 
-/// Prometheus text exposition of the master. A placeholder until the metrics module
-/// (`metrics::render`) is merged: the control socket's `metrics` request calls this.
-pub fn render_metrics(_status: &ringmaster_core::Status) -> String {
-    String::new()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@ use crate::control::proto::{plan_doc, report_doc, status_doc, Answer, Request};
 use crate::control::server::{Incoming, Server};
 use crate::sys::control::ControlListener;
 
-pub(super) const KIND_CONTROL: u64 = 5;
+// After runtime.rs's kinds and observe.rs's (5 and 6).
+pub(super) const KIND_CONTROL: u64 = 7;
 
 impl Runtime {
     /// Serves the control socket from this loop.
@@ -66,7 +67,8 @@ impl Runtime {
             }
             Request::Metrics => {
                 let mut answer = Answer::ok();
-                answer.metrics = Some(crate::control::render_metrics(&self.sup.status()));
+                // The same text as `--metrics-listen` serves.
+                answer.metrics = Some(self.metrics_text());
                 self.control_answer(conn, &answer);
             }
             Request::Reload { dry_run: true, .. } => {

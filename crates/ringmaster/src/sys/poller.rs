@@ -36,11 +36,14 @@ impl Poller {
         Ok(())
     }
 
-    /// Change what wakes us for an added `fd`: readability, and writability too when
-    /// `writable` (a connection with bytes still to send).
+    /// Watch `fd`, already added, for writability instead of readability (`writable`), or
+    /// for readability again: a reply that did not fit in the socket's buffer waits for room
+    /// (the control socket's and the metrics endpoint's connections). A peer that hangs up
+    /// still wakes us (EPOLLHUP/EPOLLERR are always reported); one that sends while not
+    /// reading does not, so it cannot spin the loop.
     pub fn set_writable(&self, fd: BorrowedFd<'_>, token: u64, writable: bool) -> io::Result<()> {
         let flags = if writable {
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+            EpollFlags::EPOLLOUT
         } else {
             EpollFlags::EPOLLIN
         };

@@ -86,6 +86,32 @@ fn an_applied_reload_is_reported_once_it_settles() {
     assert_eq!(status.reloads.applied, 1);
     assert_eq!(status.reloads.last.as_ref(), Some(report));
     assert!(status.reload_in_progress.is_none());
+    // The "complete" line carries what the reload left, as fields.
+    let settled = h.logged(LogEvent::ReloadSettled);
+    assert_eq!(settled.len(), 1);
+    let fields: Vec<Option<&str>> = [
+        Field::Reload,
+        Field::Services,
+        Field::Workers,
+        Field::Draining,
+        Field::BindErrors,
+    ]
+    .iter()
+    .map(|&f| settled[0].field(f))
+    .collect();
+    assert_eq!(
+        fields,
+        [Some("1"), Some("1"), Some("2"), Some("1"), Some("0")],
+        "{:?}",
+        settled[0]
+    );
+    assert!(
+        settled[0]
+            .message
+            .contains("(1 services, 2 workers on the new configuration, 1 old workers draining)"),
+        "{}",
+        settled[0].message
+    );
 }
 
 #[test]
