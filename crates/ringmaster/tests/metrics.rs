@@ -1,7 +1,7 @@
 //! `--metrics-listen`, end to end: the real master serves GET /metrics on loopback; the body
 //! parses as Prometheus text with the series of the configuration it runs; junk, unknown
 //! paths and methods, and an idle client get their answer (or their timeout) while the
-//! master keeps serving.
+//! master keeps serving; `ringmaster metrics` over the control socket gives the same series.
 
 mod common;
 
@@ -35,6 +35,10 @@ fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 fn get_metrics(addr: SocketAddr) -> Vec<prometheus_parse::Sample> {
     let (code, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_eq!(code, 200, "{body}");
+    parse(&body)
+}
+
+fn parse(body: &str) -> Vec<prometheus_parse::Sample> {
     let lines = body.lines().map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines)
         .expect("valid exposition")
@@ -182,4 +186,67 @@ fn connections_beyond_the_cap_wait_and_idle_ones_time_out() {
         assert!(stream.read_to_end(&mut rest).is_ok() && rest.is_empty());
     }
     assert!(m.exited().is_none(), "{}", m.log_text());
+}
+
+/// Every series' name and labels, sorted.
+fn series(samples: &[prometheus_parse::Sample]) -> Vec<String> {
+    let mut keys: Vec<String> = samples
+        .iter()
+        .map(|s| {
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn ringmaster_metrics_over_the_control_socket_is_the_same_exposition() {
+    let dir = TestDir::new("metrics-control");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let conf =
+        format!("SERVICES {{\n  echo cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork=2\n}}\n");
+    let m = Start::new(&dir, &conf)
+        .arg("--metrics-listen")
+        .arg(&addr.to_string())
+        .start();
+    let listen = format!("127.0.0.1:{port}");
+    let ready = [
+        ("service", "echo"),
+        ("family", "ipv4"),
+        ("listen", listen.as_str()),
+        ("state", "ready"),
+    ];
+    let mut http_samples = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            http_samples = get_metrics(addr);
+            value(&http_samples, "ringmaster_workers", &ready) == Some(2.0)
+        }),
+        "{}",
+        m.log_text()
+    );
+    let out = std::process::Command::new(MASTER)
+        .arg("metrics")
+        .arg("-S")
+        .arg(dir.path("control.sock"))
+        .output()
+        .expect("run ringmaster metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let control_samples = parse(&text);
+    // The same series (values such as the RSS move between the two scrapes).
+    assert_eq!(series(&control_samples), series(&http_samples));
+    assert_eq!(
+        value(&control_samples, "ringmaster_workers", &ready),
+        Some(2.0)
+    );
 }
