@@ -194,6 +194,19 @@ impl Launcher {
         }
     }
 
+    /// Loads and validates the configuration as [`Launcher::reload`] does, for a dry run:
+    /// nothing is logged or kept. Err: every problem, rendered with its file:line:col.
+    pub fn dry_run(&self) -> Result<Config, Vec<String>> {
+        match prepare(&self.sources, &self.policy, &parse_env()) {
+            Ok(prepared) => Ok(prepared.setup.config),
+            Err(diags) => Err(LoadError::from_diagnostics(&diags)
+                .problems
+                .iter()
+                .map(|(_, text)| text.trim_end().to_string())
+                .collect()),
+        }
+    }
+
     /// The process a spawn request describes, minus its descriptors (the runtime adds them).
     pub fn exec_spec(&self, request: &SpawnRequest) -> Result<ExecSpec, String> {
         let argv0 = request

@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 use ringmaster_core::{LocalTime, Settings, Supervisor, EXIT_CONFIG};
 
 use crate::cli::RunArgs;
+use crate::cyrus_prom;
 use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
@@ -108,7 +109,19 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
+    // Before the pidfile: refused here, the master leaves no pidfile behind.
+    let control = match crate::control::open_for_master(args.control.as_deref(), args.no_control) {
+        Ok(c) => c,
+        Err(err) => {
+            error!("{err}: not starting");
+            if let Some(d) = daemon.take() {
+                let _ = d.fail(EXIT_OSERR);
+            }
+            return EXIT_OSERR;
+        }
+    };
     let imapd = launcher.setup().imapd.clone();
+    observe_setup(&imapd);
     let pidfile_path = args
         .pidfile
         .clone()
@@ -184,8 +197,16 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             let _ = d.ready();
         }
     });
-    let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
-        Ok(runtime) => runtime.run(),
+    let runtime = Runtime::new(supervisor, launcher, signals, args.backlog, on_ready);
+    let runtime = match control {
+        Some(listener) => runtime.and_then(|r| r.with_control(listener)),
+        None => runtime,
+    };
+    let code = match runtime {
+        Ok(mut runtime) => match observe(&mut runtime, args, &imapd) {
+            Ok(()) => runtime.run(),
+            Err(()) => EXIT_OSERR,
+        },
         Err(err) => {
             error!("cannot set up the event loop: {err}");
             EXIT_OSERR
@@ -245,6 +266,43 @@ fn remove_exit_files() {
         for path in files {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Syslog's ident and facility from imapd.conf, now that it is read.
+fn observe_setup(imapd: &ringmaster_core::ImapdConf) {
+    let env_prefix = std::env::var("CYRUS_SYSLOG_PREFIX").ok();
+    let (ident, facility, warning) = logging::syslog_identity(
+        env_prefix.as_deref(),
+        imapd.syslog_prefix(),
+        imapd.get("syslog_facility"),
+    );
+    logging::set_syslog_identity(&ident, facility);
+    if let Some(warning) = warning {
+        warn!("{warning}");
+    }
+}
+
+/// The metrics endpoint (`--metrics-listen`; Err when it cannot be bound, logged) and Cyrus's
+/// report file (`prometheus_enabled`), owned by the workers' default user.
+fn observe(
+    runtime: &mut Runtime,
+    args: &RunArgs,
+    imapd: &ringmaster_core::ImapdConf,
+) -> Result<(), ()> {
+    if let Some(settings) = cyrus_prom::Settings::from_imapd(imapd) {
+        let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
+        let owner = launch::resolve_identity(&Default::default(), &policy, imapd)
+            .ok()
+            .flatten()
+            .map(|c| (c.uid, c.gid));
+        runtime.write_cyrus_report(cyrus_prom::CyrusReport::new(settings, owner));
+    }
+    match args.metrics_listen {
+        Some(addr) => runtime
+            .serve_metrics(addr)
+            .map_err(|err| error!("cannot serve metrics on {addr}: {err}")),
+        None => Ok(()),
     }
 }
 

@@ -63,6 +63,7 @@ mod faults;
 pub mod handover;
 mod leftovers;
 mod log;
+mod plan;
 mod pools;
 mod recycle;
 mod reload;
@@ -78,6 +79,7 @@ mod tests;
 pub use daemons::{readiness, Readiness};
 pub use faults::EXIT_BIND_FAILED;
 pub use log::{Field, Level, LogEvent, LogRecord};
+pub use plan::*;
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;
 pub use types::*;
@@ -444,6 +446,7 @@ impl Supervisor {
                     .with(Field::Error, err);
                 if let Some(p) = self.pools.get_mut(&pool) {
                     p.in_flight = p.in_flight.saturating_sub(1);
+                    p.counters.last_exec_error = Some(err.to_string());
                 }
                 self.count_ready_fail(pool, now, out);
             }

@@ -17,6 +17,40 @@ const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// A reload whose new services' sockets are being bound: nothing old is retired before
 /// every new bind has answered, so a bind that fails leaves the old service serving.
+/// What a reload left once it settled: services, workers on the new configuration, old
+/// workers draining, sockets that could not be bound.
+struct ReloadCounts {
+    services: usize,
+    current: u32,
+    draining: u32,
+    bind_errors: usize,
+}
+
+impl ReloadCounts {
+    fn add_fields(&self, record: &mut LogRecord) {
+        record
+            .with(Field::Services, self.services)
+            .with(Field::Workers, self.current)
+            .with(Field::Draining, self.draining)
+            .with(Field::BindErrors, self.bind_errors);
+    }
+}
+
+/// "3 services, 6 workers on the new configuration, 2 old workers draining, 1 bind errors".
+impl std::fmt::Display for ReloadCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} services, {} workers on the new configuration, {} old workers draining",
+            self.services, self.current, self.draining
+        )?;
+        match self.bind_errors {
+            0 => Ok(()),
+            n => write!(f, ", {n} bind errors"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct PendingReload {
     pub(super) config: Config,
@@ -120,30 +154,32 @@ impl Supervisor {
             .reload
             .applied_at
             .is_none_or(|t| now.mono < t + SETTLE_LIMIT);
+        let counts = self.reload_counts();
         let bind_errors = std::mem::take(&mut self.reload.bind_errors);
-        if settled {
+        let record = if settled {
             self.logs
                 .info(
                     LogEvent::ReloadSettled,
                     format!(
-                        "reload {} complete: every service has its workers ready",
+                        "reload {} complete: every service has its workers ready ({counts})",
                         self.reload.last_id
                     ),
                 )
-                .with(Field::Reload, self.reload.last_id);
+                .with(Field::Reload, self.reload.last_id)
         } else {
             self.logs
                 .info(
                     LogEvent::ReloadSettled,
                     format!(
-                        "reload {} complete: not every service had its workers ready within {} s",
+                        "reload {} complete: not every service had its workers ready within {} s ({counts})",
                         self.reload.last_id,
                         SETTLE_LIMIT.as_secs()
                     ),
                 )
                 .with(Field::Reload, self.reload.last_id)
-                .with(Field::Seconds, SETTLE_LIMIT.as_secs());
-        }
+                .with(Field::Seconds, SETTLE_LIMIT.as_secs())
+        };
+        counts.add_fields(record);
         self.finish_report(
             ReloadResult::Applied {
                 bind_errors,
@@ -152,6 +188,19 @@ impl Supervisor {
             now,
             out,
         );
+    }
+
+    /// What the reload left, for its "complete" line. Walks the workers once.
+    fn reload_counts(&self) -> ReloadCounts {
+        let draining = self.draining_workers();
+        ReloadCounts {
+            services: self.services.values().filter(|s| !s.retiring).count(),
+            current: u32::try_from(self.workers.len())
+                .unwrap_or(u32::MAX)
+                .saturating_sub(draining),
+            draining,
+            bind_errors: self.reload.bind_errors.len(),
+        }
     }
 
     fn finish_report(&mut self, result: ReloadResult, now: Now, out: &mut Vec<Action>) {

@@ -207,6 +207,14 @@ impl<'a> Start<'a> {
         let ready = dir.path("master.ready");
         let mut extra: Vec<String> = vec!["-r".into(), ready.display().to_string(), "-v".into()];
         extra.extend(self.args.iter().cloned());
+        // A control socket of its own, never the shared default.
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "-S" || a == "--control" || a == "--no-control")
+        {
+            extra.extend(["-S".into(), dir.path("control.sock").display().to_string()]);
+        }
         if is_root() && !self.args.iter().any(|a| a == "-u") {
             extra.extend(["-u".into(), "nobody".into()]);
         }

@@ -15,6 +15,7 @@ use crate::config::{
 mod faults;
 mod leftovers;
 mod lifecycle;
+mod plan;
 mod pools;
 mod props;
 mod reload;
