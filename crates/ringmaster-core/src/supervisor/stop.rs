@@ -45,13 +45,11 @@ impl Supervisor {
         };
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
-            if let Some(w) = self.workers.get_mut(&pid) {
-                if w.recycle.term(now.mono) {
-                    out.push(Action::Signal {
-                        pid,
-                        signal: Sig::Term,
-                    });
-                }
+            if self.update_worker(pid, |w| w.recycle.term(now.mono)) == Some(true) {
+                out.push(Action::Signal {
+                    pid,
+                    signal: Sig::Term,
+                });
             }
         }
         // Told to exit, the workers close the sockets themselves: shutting them down under
@@ -104,8 +102,9 @@ impl Supervisor {
                 signal: Sig::Kill,
             });
         }
-        for w in self.workers.values_mut() {
-            w.recycle.kill();
+        let pids: Vec<Pid> = self.workers.keys().copied().collect();
+        for pid in pids {
+            self.update_worker(pid, |w| w.recycle.kill());
         }
         self.leftovers.signal_all(Sig::Kill, out);
     }
@@ -126,7 +125,7 @@ impl Supervisor {
     }
 
     pub(super) fn exit_if_empty(&mut self, out: &mut Vec<Action>) {
-        if self.children().is_empty() && self.phase != Phase::Exited {
+        if self.no_children() && self.phase != Phase::Exited {
             info!("all children have exited, closing down");
             self.phase = Phase::Exited;
             self.leftovers.signal_all(Sig::Kill, out);
