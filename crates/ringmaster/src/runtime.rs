@@ -444,7 +444,12 @@ impl Runtime {
             Action::Release { service, refuse } => self.release(service, refuse),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Some(config) => self.feed(Input::ConfigLoaded(Box::new(config))),
+                Some(config) => {
+                    for line in crate::limits::fit(&config) {
+                        warn!("reload: {line}");
+                    }
+                    self.feed(Input::ConfigLoaded(Box::new(config)))
+                }
                 None => self.feed(Input::ConfigRejected),
             },
             Action::Ready { all_listening } => (self.on_ready)(all_listening),
