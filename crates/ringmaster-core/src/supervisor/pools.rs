@@ -156,6 +156,8 @@ impl Supervisor {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        // Its watch is looked at again even when nothing may be forked now.
+        self.touched.insert(pool);
         for _ in 0..waiting.max(1) {
             if !self.wants_watch(pool, now.mono) && !self.may_fork_for_waiting(pool, now.mono) {
                 break;
