@@ -12,6 +12,7 @@ pub mod cli;
 pub mod demo;
 pub mod exec;
 pub mod launch;
+pub mod limits;
 pub mod logging;
 pub mod run;
 pub mod runtime;

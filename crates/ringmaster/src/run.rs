@@ -107,6 +107,10 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
+    // Before any bind: descriptors for every listener and pipe.
+    for line in crate::limits::fit(&launcher.setup().config) {
+        warn!("{line}");
+    }
     let imapd = launcher.setup().imapd.clone();
     let pidfile_path = args
         .pidfile

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod daemonize;
+pub mod limits;
 pub mod net;
 pub mod pidfile;
 pub mod pipe;
