@@ -242,7 +242,11 @@ impl Launcher {
             env,
             status_fd: None,
             listen_fd: None,
-            nofile_limit: (request.maxfds > 0).then_some(request.maxfds),
+            // maxfds, else what the master started with (if it raised its own).
+            nofile_limit: match request.maxfds {
+                0 => sys::limits::original_nofile(),
+                n => Some((n, n)),
+            },
             credentials,
             parent_death_signal: true,
             cwd: None,

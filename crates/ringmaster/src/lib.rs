@@ -15,6 +15,7 @@ pub mod cyrus_prom;
 pub mod demo;
 pub mod exec;
 pub mod launch;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod metrics_http;

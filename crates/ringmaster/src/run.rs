@@ -109,6 +109,10 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
+    // Before any bind: descriptors for every listener and pipe.
+    for line in crate::limits::fit(&launcher.setup().config) {
+        warn!("{line}");
+    }
     // Before the pidfile: refused here, the master leaves no pidfile behind.
     let control = match crate::control::open_for_master(args.control.as_deref(), args.no_control) {
         Ok(c) => c,

@@ -462,7 +462,12 @@ impl Runtime {
             Action::Release { service, refuse } => self.release(service, refuse),
             Action::CleanupAfterCrash { pid } => self.launcher.cleanup_after_crash(pid),
             Action::LoadConfig => match self.launcher.reload() {
-                Ok(config) => self.answer(Input::ConfigLoaded(Box::new(config))),
+                Ok(config) => {
+                    for line in crate::limits::fit(&config) {
+                        warn!("reload: {line}");
+                    }
+                    self.answer(Input::ConfigLoaded(Box::new(config)))
+                }
                 Err(errors) => self.answer(Input::ConfigRejected { errors }),
             },
             // Logged by the supervisor; systemd is told in observe_action, the control socket

@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod control;
 pub mod daemonize;
+pub mod limits;
 pub mod net;
 pub mod pidfile;
 pub mod pipe;
