@@ -219,8 +219,9 @@ pub fn own_uid() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testutil::TempDir;
+    use crate::sys::testutil::{in_forked_child, TempDir};
     use std::io::Write;
+    use std::time::Duration;
 
     #[test]
     fn the_socket_is_0600_refuses_a_second_master_and_replaces_a_stale_file() {
@@ -270,10 +271,14 @@ mod tests {
         assert!(!path.exists(), "removed at exit");
 
         // A stale file: a socket bound and closed without unlinking (a master that died).
-        let dead = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-        dead.bind(&SockAddr::unix(&path).unwrap()).unwrap();
-        dead.listen(1).unwrap();
-        drop(dead);
+        // Bound in a child of its own: a listener of this process could be inherited by
+        // another test's fork at that moment and stay open.
+        let dead_master = || {
+            Socket::new(Domain::UNIX, Type::STREAM, None)
+                .and_then(|s| s.bind(&SockAddr::unix(&path)?).and_then(|()| s.listen(1)))
+                .is_ok()
+        };
+        assert!(in_forked_child(Duration::from_secs(10), dead_master));
         assert!(UnixStream::connect(&path).is_err(), "stale");
         let second = ControlListener::bind(&path).expect("rebind over a stale socket");
         assert!(UnixStream::connect(&path).is_ok(), "live again");
