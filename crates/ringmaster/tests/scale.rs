@@ -60,7 +60,8 @@ fn two_thousand_workers_are_all_recycled_by_one_sighup() {
         ));
     }
     conf.push_str("}\n");
-    let mut m = Start::new(&dir, &conf).start();
+    let mut m = Start::new(&dir, &conf).spawn();
+    m.wait_ready_for(SCALE_WAIT);
     let master = m.pid;
 
     let mut old = BTreeSet::new();

@@ -27,6 +27,9 @@ const MAX_THROTTLE: Duration = Duration::from_secs(300);
 const BABYSIT_PAUSE: Duration = Duration::from_secs(10);
 /// Generations older than this many reloads are terminated without waiting for the drain.
 pub(super) const MAX_LIVE_GENERATIONS: u64 = 8;
+/// Workers of one announcing pool forked and not yet ready, at most, while it fills up to
+/// its prefork (as the floor master of the benchmark, which starts up to 8 at once).
+const MAX_STARTING_PER_POOL: u32 = 8;
 const ONE_SECOND: Duration = Duration::from_secs(1);
 const SIGHUP: i32 = 1;
 
@@ -443,7 +446,13 @@ impl Supervisor {
         let (active, ready) = self.pool_counts(id);
         let active = active + pool.in_flight;
         let ready = ready + pool.in_flight;
-        active < service.limits.maxchild && ready < service.limits.prefork
+        // A pool whose workers announce is refilled a few at a time, the next as each says it
+        // is ready: the loop then reads those notes (and retires the old workers they
+        // replace) between forks rather than after thousands of them. The first fill, before
+        // any worker has announced, is not held back.
+        let room_to_start =
+            !pool.announces || pool.in_flight + pool.tally.starting < MAX_STARTING_PER_POOL;
+        active < service.limits.maxchild && ready < service.limits.prefork && room_to_start
     }
 
     /// Watch the listener only while a connection would need a new worker and one may be

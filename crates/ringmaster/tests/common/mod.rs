@@ -231,8 +231,13 @@ impl<'a> Start<'a> {
 
 impl Master {
     pub fn wait_ready(&mut self) {
+        self.wait_ready_for(WAIT);
+    }
+
+    /// As `wait_ready`, for a start-up that forks thousands of workers.
+    pub fn wait_ready_for(&mut self, limit: Duration) {
         let ready = self.ready.clone();
-        let ok = wait_until(WAIT, || ready.exists() || self.exited().is_some());
+        let ok = wait_until(limit, || ready.exists() || self.exited().is_some());
         assert!(
             ok && ready.exists(),
             "master not ready; log:\n{}",
