@@ -53,6 +53,9 @@ pub enum Command {
     Stop(crate::control::client::StopArgs),
     /// Print the running master's metrics (Prometheus text exposition).
     Metrics(crate::control::client::MetricsArgs),
+    /// Re-execute the running master from its binary (or --binary PATH), same pid, keeping
+    /// every socket and worker; wait until the new binary answers (docs/upgrade.md).
+    Upgrade(crate::control::client::UpgradeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +171,10 @@ pub struct RunArgs {
     /// the master's own loop. Off by default; bind it to loopback or a trusted network.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The self-test a master runs on a new binary before upgrading to it: exit 0 when this
+    /// binary reads upgrade state format N.
+    #[arg(long, hide = true, value_name = "N")]
+    pub check_upgrade: Option<u32>,
 }
 
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {

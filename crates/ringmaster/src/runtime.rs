@@ -24,6 +24,7 @@ use crate::sys;
 mod control;
 mod listeners;
 mod observe;
+mod upgrade;
 
 const KIND_SHIFT: u64 = 56;
 const KIND_SIGNAL: u64 = 1;
@@ -103,6 +104,10 @@ pub struct Runtime {
     last_report: Option<ringmaster_core::ReloadReport>,
     /// systemd, the metrics endpoint, Cyrus's report file.
     observe: observe::Observers,
+    /// This binary, and the upgrades this pid went through.
+    master: crate::upgrade::MasterInfo,
+    /// Started by an upgrade: the supervisor was adopted, not booted.
+    adopted: bool,
 }
 
 /// Where a rate-limited log line comes from.
@@ -139,6 +144,8 @@ impl Runtime {
             control: None,
             last_report: None,
             observe: observe::Observers::new(),
+            master: crate::upgrade::MasterInfo::at_start(),
+            adopted: false,
         })
     }
 
@@ -153,7 +160,9 @@ impl Runtime {
     pub fn run(mut self) -> i32 {
         // Children that ended before we looked (none, normally) are swept once.
         self.reap();
-        self.feed(Input::Boot);
+        if !self.adopted {
+            self.feed(Input::Boot);
+        }
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
             let deadline = [
@@ -265,6 +274,10 @@ impl Runtime {
                     };
                     self.note_signal(received, what);
                     crate::logging::reopen();
+                }
+                Signal::SIGUSR2 => {
+                    self.note_signal(received, "upgrading the binary");
+                    self.upgrade_on_signal();
                 }
                 Signal::SIGQUIT => {
                     self.note_signal(received, "stopping gracefully");

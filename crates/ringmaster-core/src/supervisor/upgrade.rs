@@ -150,9 +150,7 @@ impl RecycleSnapshot {
             Self::Held { until_ms } => Recycle::Held {
                 until: at(until_ms, now),
             },
-            Self::Hupped { at_ms } => Recycle::Hupped {
-                at: at(at_ms, now),
-            },
+            Self::Hupped { at_ms } => Recycle::Hupped { at: at(at_ms, now) },
             Self::Termed { at_ms, hupped } => Recycle::Termed {
                 at: at(at_ms, now),
                 hupped,
@@ -247,7 +245,11 @@ impl Supervisor {
         SupervisorState {
             services,
             workers,
-            daemons: self.daemons.iter().map(|d| daemon_snapshot(d, now)).collect(),
+            daemons: self
+                .daemons
+                .iter()
+                .map(|d| daemon_snapshot(d, now))
+                .collect(),
             events: self
                 .events
                 .iter()

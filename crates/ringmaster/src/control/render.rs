@@ -21,6 +21,18 @@ pub fn status_table(doc: &StatusDoc, time: ShowTime<'_>) -> String {
         "NOT every service listens"
     };
     let _ = writeln!(out, "master pid {}: {}, {listening}", doc.pid, doc.phase);
+    if let Some(m) = &doc.master {
+        let _ = writeln!(
+            out,
+            "binary {} ({}), {} upgrade(s){}",
+            m.binary.display(),
+            m.version,
+            m.upgrades,
+            m.last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!("; last upgrade failed: {e}"))
+        );
+    }
     if !doc.services.is_empty() {
         let _ = writeln!(
             out,
@@ -277,6 +289,7 @@ mod tests {
                     duration_ms: 3,
                 }),
             },
+            master: None,
         };
         let table = status_table(&doc, &|t| format!("T{t}"));
         for line in table.lines() {

@@ -45,7 +45,11 @@ fn an_adopted_supervisor_exports_the_same_state_and_forks_nothing() {
     h.note(workers[1], Message::Available);
     let before = h.sup.export_state(h.now.mono);
     assert!(before.daemons[0].pid.is_some());
-    assert_eq!(before.workers.len(), 3, "two preforked and the busy one's replacement");
+    assert_eq!(
+        before.workers.len(),
+        3,
+        "two preforked and the busy one's replacement"
+    );
     let actions = adopt_in_place(&mut h);
     assert!(
         !actions.iter().any(|a| matches!(a, Action::Spawn(_))),
@@ -57,7 +61,10 @@ fn an_adopted_supervisor_exports_the_same_state_and_forks_nothing() {
     h.exit(workers[0], ExitStatus::Code(0));
     h.sup.check_invariants();
     assert!(!h.workers_of("imap").contains(&workers[0]));
-    assert_eq!(h.sup.status().pools[0].counters.exits(ExitReason::Normal), 1);
+    assert_eq!(
+        h.sup.status().pools[0].counters.exits(ExitReason::Normal),
+        1
+    );
 }
 
 #[test]
