@@ -194,10 +194,16 @@ fn a_missing_or_failing_binary_is_refused_and_the_master_runs_on() {
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("self-test"));
 
+    // The new image would read the configuration on disk: it must be the running one.
+    m.rewrite_conf(&conf(free_port()));
+    let out = client(&dir, &["upgrade", "--binary", &new_binary(&dir, "new")]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reload first"));
+
     let doc = status(&dir);
     assert_eq!(doc["pid"], m.pid);
     assert_eq!(master_field(&doc, "upgrades"), 0);
-    assert_eq!(master_field(&doc, "attempts"), 2);
+    assert_eq!(master_field(&doc, "attempts"), 3);
     let (_, banner) = connect(port);
     assert!(banner.contains("ready"), "{banner}");
     m.stop();
@@ -240,5 +246,44 @@ fn a_binary_that_cannot_adopt_the_state_rolls_back_to_the_previous_one() {
     assert_eq!(ask(&mut busy, "PID"), busy_pid);
     assert!(m.wait_log("rolling back to the previous binary"));
     assert!(Path::new(&broken).exists());
+    m.stop();
+}
+
+/// Waits for a notification with the line `want`; returns every line seen up to it.
+fn notified(socket: &std::os::unix::net::UnixDatagram, want: &str, seen: &mut Vec<String>) {
+    let mut buf = vec![0u8; 65536];
+    let ok = wait_until(WAIT, || {
+        let Ok(n) = socket.recv(&mut buf) else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let found = text.lines().any(|l| l == want);
+        seen.extend(text.lines().map(String::from));
+        found
+    });
+    assert!(ok, "no {want}; seen {seen:?}");
+}
+
+#[test]
+fn systemd_sees_reloading_then_ready_around_an_upgrade() {
+    let dir = TestDir::new("upgrade-notify");
+    let path = dir.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    socket.set_read_timeout(Some(WAIT)).expect("timeout");
+    let port = free_port();
+    let mut m = Start::new(&dir, &conf(port))
+        .env("NOTIFY_SOCKET", &path.display().to_string())
+        .start();
+    let mut seen = Vec::new();
+    notified(&socket, "READY=1", &mut seen);
+    seen.clear();
+    let out = client(&dir, &["upgrade"]);
+    assert!(out.status.success(), "{}", both(&out));
+    notified(&socket, "READY=1", &mut seen);
+    let states: Vec<&String> = seen
+        .iter()
+        .filter(|l| *l == "READY=1" || *l == "RELOADING=1")
+        .collect();
+    assert_eq!(states, ["RELOADING=1", "READY=1"], "{seen:?}");
     m.stop();
 }
