@@ -17,7 +17,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
 /// stop fast, SIGQUIT stops gracefully (workers finish their clients), SIGUSR1 reopens the
-/// -L log file. Any other signal that
+/// -L log file, SIGUSR2 re-executes the master from its binary (same pid, nothing dropped).
+/// Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(
