@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::daemons::DaemonNext;
 use super::*;
 
 /// Everything the supervisor knows that the new image needs.
@@ -37,6 +38,12 @@ pub struct PoolSnapshot {
     pub forks: u64,
     pub exits: [u64; 4],
     pub ready_fails: u64,
+    /// Throttled (its listener paused) until then.
+    pub throttled_ms: Option<i64>,
+    pub times_throttled: u32,
+    /// Failures in a row before serving, and when the last one was.
+    pub fail_streak: u32,
+    pub last_fail_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +205,20 @@ impl Supervisor {
                 "workers are being forked"
             }
             Phase::Running if !self.others.is_empty() => "a START command is running",
+            Phase::Running
+                if self.daemons.iter().any(|d| {
+                    d.next != DaemonNext::Same
+                        || matches!(
+                            d.run,
+                            DaemonRun::Up {
+                                term_at: Some(_),
+                                ..
+                            }
+                        )
+                }) =>
+            {
+                "a daemon is being stopped or replaced"
+            }
             Phase::Running => return None,
         };
         Some(why.to_string())
@@ -223,6 +244,10 @@ impl Supervisor {
                         forks: p.counters.forks,
                         exits: p.counters.exits,
                         ready_fails: p.counters.ready_fails,
+                        throttled_ms: p.throttled_until.map(|t| rel(t, now)),
+                        times_throttled: p.times_throttled,
+                        fail_streak: p.ready_fails,
+                        last_fail_ms: p.last_ready_fail.map(|t| rel(t, now)),
                     })
                     .collect(),
             })
@@ -284,7 +309,7 @@ impl Supervisor {
         let mut out = Vec::new();
         sup.phase = Phase::Running;
         sup.faults.adopted();
-        sup.adopt_services(&state, &mut out)?;
+        sup.adopt_services(&state, now, &mut out)?;
         for w in &state.workers {
             let pool = PoolId {
                 service: ServiceKey(w.service),
@@ -321,6 +346,7 @@ impl Supervisor {
     fn adopt_services(
         &mut self,
         state: &SupervisorState,
+        now: Now,
         out: &mut Vec<Action>,
     ) -> Result<(), AdoptError> {
         self.next_service_key = state.services.iter().map(|s| s.key + 1).max().unwrap_or(0);
@@ -350,6 +376,10 @@ impl Supervisor {
                 pool.counters.forks = p.forks;
                 pool.counters.exits = p.exits;
                 pool.counters.ready_fails = p.ready_fails;
+                pool.throttled_until = p.throttled_ms.map(|t| at(t, now.mono));
+                pool.times_throttled = p.times_throttled;
+                pool.ready_fails = p.fail_streak;
+                pool.last_ready_fail = p.last_fail_ms.map(|t| at(t, now.mono));
                 self.pools.insert(
                     PoolId {
                         service: key,

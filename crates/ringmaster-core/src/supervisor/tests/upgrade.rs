@@ -95,3 +95,23 @@ fn a_state_naming_a_service_the_configuration_lacks_is_refused() {
     );
     assert!(adopted.is_err());
 }
+
+#[test]
+fn a_throttled_pool_stays_paused_and_resumes_on_time_after_adoption() {
+    let mut h = Harness::booted(full_config());
+    for _ in 0..8 {
+        if let Some(&pid) = h.workers_of("imap").first() {
+            h.exit(pid, ExitStatus::Code(1));
+        }
+    }
+    assert!(!h.paused.is_empty(), "the pool is throttled");
+    let before = h.sup.export_state(h.now.mono);
+    assert!(before.services[0].pools[0].throttled_ms.is_some());
+    let actions = adopt_in_place(&mut h);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn(_))));
+    assert_eq!(h.sup.export_state(h.now.mono), before);
+    let until = h.sup.next_deadline().expect("the throttle's end");
+    h.advance(until - h.now.mono);
+    h.feed(Input::Tick);
+    assert!(h.paused.is_empty(), "resumed after the pause");
+}
