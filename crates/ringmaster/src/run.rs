@@ -173,10 +173,11 @@ fn run_adopted(
         runtime.master_info().upgrades,
         std::process::id()
     );
-    let code = match observe(&mut runtime, args, &imapd) {
-        Ok(()) => runtime.run(),
-        Err(()) => EXIT_OSERR,
-    };
+    // Workers depend on this image now: a metrics endpoint it cannot bind is no reason to go.
+    if observe(&mut runtime, args, &imapd).is_err() {
+        warn!("upgrade: running without the metrics endpoint");
+    }
+    let code = runtime.run();
     files.release();
     code
 }
