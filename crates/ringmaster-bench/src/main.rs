@@ -12,6 +12,7 @@ mod cbuild;
 mod limits;
 mod load;
 mod master;
+mod nginx;
 mod ondemand;
 mod plot;
 mod procfs;

@@ -2,7 +2,8 @@
 //! worker to loopback clients while `ringmaster upgrade` re-executes it N times (alternating
 //! between two copies of the binary); the table gives connections lost, the longest wait for
 //! a banner (the longest pause in accepting) beside the same load without upgrades, and how
-//! long each upgrade took until the new image answered.
+//! long each upgrade took until the new image answered. Beside it, when nginx is installed,
+//! the same over HTTP with nginx's USR2+QUIT upgrade (nginx.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use std::net::SocketAddr;
+
 use crate::load;
 use crate::master::{Kind, Master};
+use crate::nginx::{self, Nginx};
 
 #[derive(Args, Debug)]
 pub struct UpgradeArgs {
@@ -33,61 +37,73 @@ pub struct UpgradeArgs {
     /// Pause between two upgrades, in ms.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
+    /// Skip nginx even when it is installed.
+    #[arg(long)]
+    no_nginx: bool,
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
 }
 
-/// Runs the load, with `upgrades` upgrades meanwhile (0: the baseline); returns the load's
-/// figures and each upgrade's time.
-fn scenario(
-    master: &Master,
-    program: &Path,
-    binaries: &[PathBuf; 2],
+/// What one master did: the load without and with upgrades, and each upgrade's time.
+struct Measured {
+    base: load::Stats,
+    up: load::Stats,
+    times: Vec<Duration>,
+}
+
+/// Runs the load against `addr` (each client sending `request`), with `upgrades` calls of
+/// `upgrade` meanwhile (0: the baseline); returns the load's figures and each upgrade's time.
+fn measure(
+    addr: SocketAddr,
+    request: &'static [u8],
     args: &UpgradeArgs,
     upgrades: u32,
+    mut upgrade: impl FnMut(u32) -> Result<(), String>,
 ) -> Result<(load::Stats, Vec<Duration>), String> {
     let per = Duration::from_millis(args.interval_ms) + Duration::from_millis(200);
     let duration = per * args.upgrades.max(1) + Duration::from_secs(2);
-    let socket = master.dir().join("control.sock");
     let mut times = Vec::new();
     let mut error = None;
-    let stats = load::run(master.addr, args.clients, duration, |deadline| {
+    let stats = load::run_with(addr, args.clients, duration, request, |deadline| {
         std::thread::sleep(Duration::from_millis(500));
         for i in 0..upgrades {
             let start = Instant::now();
-            let out = Command::new(program)
-                .arg("upgrade")
-                .arg("--binary")
-                .arg(&binaries[(i % 2) as usize])
-                .arg("-S")
-                .arg(&socket)
-                .args(["--timeout", "20"])
-                .output();
-            match out {
-                Ok(o) if o.status.success() => times.push(start.elapsed()),
-                Ok(o) => {
-                    error = Some(String::from_utf8_lossy(&o.stderr).into_owned());
-                    break;
-                }
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
+            if let Err(e) = upgrade(i) {
+                error = Some(format!("upgrade {} failed: {e}", i + 1));
+                break;
             }
+            times.push(start.elapsed());
             std::thread::sleep(Duration::from_millis(args.interval_ms));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        std::thread::sleep(left);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     });
     match error {
-        Some(e) => Err(format!("upgrade {} failed: {e}", times.len() + 1)),
+        Some(e) => Err(e),
         None => Ok((stats, times)),
     }
 }
 
-pub fn run(args: UpgradeArgs) -> Result<(), String> {
+/// `ringmaster upgrade --binary` to one of the two copies, alternately.
+fn ringmaster_upgrade(program: &Path, binary: &Path, socket: &Path) -> Result<(), String> {
+    let out = Command::new(program)
+        .arg("upgrade")
+        .arg("--binary")
+        .arg(binary)
+        .arg("-S")
+        .arg(socket)
+        .args(["--timeout", "20"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn ringmaster(args: &UpgradeArgs) -> Result<Measured, String> {
     let program = args
         .master
         .clone()
@@ -110,53 +126,94 @@ pub fn run(args: UpgradeArgs) -> Result<(), String> {
         extra_args: String::new(),
     };
     let mut master = Master::start(Kind::Ringmaster, &binaries[0], &spec)?;
-    let base = scenario(&master, &program, &binaries, &args, 0);
-    let up = scenario(&master, &program, &binaries, &args, args.upgrades);
+    let socket = master.dir().join("control.sock");
+    let none = |_| Ok(());
+    let base = measure(master.addr, b"", args, 0, none);
+    let up = measure(master.addr, b"", args, args.upgrades, |i| {
+        ringmaster_upgrade(&program, &binaries[(i % 2) as usize], &socket)
+    });
     master.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let (base, _) = base?;
     let (up, times) = up?;
-    print_table(&args, &base, &up, &times);
+    Ok(Measured { base, up, times })
+}
+
+fn nginx(args: &UpgradeArgs) -> Result<Measured, String> {
+    let port = crate::scale::free_ports(1)?
+        .first()
+        .copied()
+        .ok_or("no free port")?;
+    let server = Nginx::start(port)?;
+    let base = measure(server.addr, nginx::REQUEST, args, 0, |_| Ok(()));
+    let up = measure(server.addr, nginx::REQUEST, args, args.upgrades, |_| {
+        server.upgrade()
+    });
+    server.stop();
+    let (base, _) = base?;
+    let (up, times) = up?;
+    Ok(Measured { base, up, times })
+}
+
+pub fn run(args: UpgradeArgs) -> Result<(), String> {
+    let ours = ringmaster(&args)?;
+    let theirs = if Path::new(nginx::NGINX).exists() && !args.no_nginx {
+        Some(nginx(&args))
+    } else {
+        None
+    };
+    print_table(&args, &ours, theirs.as_ref());
     Ok(())
 }
 
-fn print_table(args: &UpgradeArgs, base: &load::Stats, up: &load::Stats, times: &[Duration]) {
-    let longest = |s: &load::Stats| s.latencies.last().copied().unwrap_or_default();
-    let mut sorted = times.to_vec();
-    sorted.sort_unstable();
+/// One row's figure, from a load's stats.
+type Figure<'a> = &'a dyn Fn(&load::Stats) -> String;
+
+fn cells(m: &Measured, f: impl Fn(&load::Stats) -> String) -> [String; 2] {
+    [f(&m.base), f(&m.up)]
+}
+
+fn print_table(args: &UpgradeArgs, ours: &Measured, theirs: Option<&Result<Measured, String>>) {
+    let longest = |s: &load::Stats| ms(s.latencies.last().copied().unwrap_or_default());
+    let p99 = |s: &load::Stats| format!("{:.2}", s.percentile_ms(99.0).unwrap_or(f64::NAN));
+    let nginx = theirs.and_then(|r| r.as_ref().ok());
     println!(
-        "\n== upgrade: {} upgrades under load, {} clients, prefork={}",
-        times.len(),
-        args.clients,
-        args.prefork
-    );
-    println!("{:<48} {:>12} {:>12}", "", "no upgrade", "upgrades");
-    println!("{:<48} {:>12} {:>12}", "connections served", base.ok, up.ok);
-    println!(
-        "{:<48} {:>12} {:>12}",
-        "connections lost (lower is better)",
-        base.failures(),
-        up.failures()
+        "\n== upgrade: {} upgrades under load, {} clients; ringmaster prefork={}, nginx 2 workers",
+        args.upgrades, args.clients, args.prefork
     );
     println!(
-        "{:<48} {:>12} {:>12}",
-        "longest wait for a banner, ms (lower is better)",
-        ms(longest(base)),
-        ms(longest(up))
+        "{:<36} {:>12} {:>12} {:>12} {:>12}",
+        "", "ringmaster", "+upgrades", "nginx", "+USR2/QUIT"
     );
-    println!(
-        "{:<48} {:>12} {:>12}",
-        "p99 wait for a banner, ms",
-        format!("{:.2}", base.percentile_ms(99.0).unwrap_or(f64::NAN)),
-        format!("{:.2}", up.percentile_ms(99.0).unwrap_or(f64::NAN))
-    );
-    if let (Some(first), Some(last)) = (sorted.first(), sorted.last()) {
-        println!(
-            "upgrade until the new image answers, ms: median {}, min {}, max {}",
-            ms(sorted[sorted.len() / 2]),
-            ms(*first),
-            ms(*last)
-        );
+    let rows: [(&str, Figure<'_>); 4] = [
+        ("connections served", &|s| s.ok.to_string()),
+        ("connections lost (lower is better)", &|s| {
+            s.failures().to_string()
+        }),
+        ("longest wait, ms (lower is better)", &longest),
+        ("p99 wait, ms", &p99),
+    ];
+    for (name, f) in rows {
+        let [a, b] = cells(ours, f);
+        let [c, d] = nginx.map_or(["-".into(), "-".into()], |m| cells(m, f));
+        println!("{name:<36} {a:>12} {b:>12} {c:>12} {d:>12}");
     }
-    println!("nginx (USR2+QUIT): not measured by this bench yet (see docs/benchmarks.md)");
+    for (label, m) in [("ringmaster", Some(ours)), ("nginx", nginx)] {
+        let Some(m) = m else { continue };
+        let mut sorted = m.times.clone();
+        sorted.sort_unstable();
+        if let (Some(first), Some(last)) = (sorted.first(), sorted.last()) {
+            println!(
+                "{label}: one upgrade took, ms: median {}, min {}, max {}",
+                ms(sorted[sorted.len() / 2]),
+                ms(*first),
+                ms(*last)
+            );
+        }
+    }
+    match theirs {
+        None => println!("nginx: not installed ({}), not measured", nginx::NGINX),
+        Some(Err(e)) => println!("nginx: FAILED: {e}"),
+        Some(Ok(_)) => {}
+    }
 }
