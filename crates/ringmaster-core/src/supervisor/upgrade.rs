@@ -195,7 +195,11 @@ impl Supervisor {
             Phase::Draining { .. } | Phase::Stopping { .. } | Phase::Exited => {
                 "the master is stopping"
             }
-            Phase::Running if self.reload.applying.is_some() || self.reload.pending => {
+            Phase::Running
+                if self.reload.applying.is_some()
+                    || self.reload.pending
+                    || self.reload.settling =>
+            {
                 "a reload is in progress"
             }
             Phase::Running if self.services.values().any(|s| s.retiring) => {

@@ -74,6 +74,34 @@ fn an_upgrade_waits_for_a_reload_and_refuses_while_stopping() {
     h.sup.reload.pending = true;
     assert!(h.sup.upgrade_blocker().is_some());
     h.sup.reload.pending = false;
+    // A reload applied and settling (its old workers being retired) is still in progress.
+    let daemon = h.sup.export_state(h.now.mono).daemons[0]
+        .pid
+        .expect("a daemon");
+    h.pending_config = Some(full_config());
+    h.feed(Input::ReloadRequested);
+    assert!(h.sup.reload.settling);
+    assert_eq!(
+        h.sup.upgrade_blocker().as_deref(),
+        Some("a reload is in progress")
+    );
+    h.advance(Duration::from_secs(3));
+    h.feed(Input::Tick);
+    // The reload restarts the daemon: not before it has exited and started again.
+    assert_eq!(
+        h.sup.upgrade_blocker().as_deref(),
+        Some("a daemon is being stopped or replaced")
+    );
+    h.exit(
+        daemon,
+        ExitStatus::Signal {
+            signal: 15,
+            core: false,
+        },
+    );
+    h.advance(Duration::from_secs(1));
+    h.feed(Input::Tick);
+    assert_eq!(h.sup.upgrade_blocker(), None, "settled");
     h.feed(Input::Stop { graceful: true });
     assert_eq!(
         h.sup.upgrade_blocker().as_deref(),
