@@ -22,16 +22,11 @@ pub fn status_table(doc: &StatusDoc, time: ShowTime<'_>) -> String {
     };
     let _ = writeln!(out, "master pid {}: {}, {listening}", doc.pid, doc.phase);
     if let Some(m) = &doc.master {
-        let _ = writeln!(
-            out,
-            "binary {} ({}), {} upgrade(s){}",
-            m.binary.display(),
-            m.version,
-            m.upgrades,
-            m.last_error
-                .as_deref()
-                .map_or(String::new(), |e| format!("; last upgrade failed: {e}"))
-        );
+        let _ = writeln!(out, "binary {}", m.binary.display());
+        let _ = writeln!(out, "version {}, {} upgrade(s)", m.version, m.upgrades);
+        if let Some(e) = &m.last_error {
+            let _ = writeln!(out, "last upgrade failed: {e}");
+        }
     }
     if !doc.services.is_empty() {
         let _ = writeln!(
