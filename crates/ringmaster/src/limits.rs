@@ -35,7 +35,9 @@ impl Needs {
                 Listen::Inet { host: Some(h), .. } if h.parse::<std::net::IpAddr>().is_ok() => 1,
                 Listen::Inet { .. } => 2,
             };
-            fds += 4 * families;
+            // The listener and the status pipe's two ends (a reload's hand-over dups a
+            // shared listener for a while: BASE_FDS covers it).
+            fds += 3 * families;
             processes += u64::from(s.prefork) * families;
             max = max
                 .zip(s.maxchild)
