@@ -339,6 +339,16 @@ fn load_scenario_disturbed(
     if let Some(e) = &stats.first_other {
         eprintln!("{}: first unclassified client error: {e}", kind.label());
     }
+    Ok(load_rows(&stats, (rss, hwm), nice, hup.map(|()| hups)))
+}
+
+/// The figures of one load run, rows of the table.
+fn load_rows(
+    stats: &load::Stats,
+    (rss, hwm): (Option<u64>, Option<u64>),
+    nice: Option<i64>,
+    hups: Option<u32>,
+) -> Vec<Row> {
     use Better::{Higher, Lower, Neither};
     let mut rows = vec![
         row("connections/s", stats.per_second(), Higher),
@@ -355,10 +365,10 @@ fn load_scenario_disturbed(
         row("master VmHWM kB, the peak", hwm.map(|v| v as f64), Lower),
         row("master nice", nice.map(|v| v as f64), Neither),
     ];
-    if hup.is_some() {
+    if let Some(hups) = hups {
         rows.push(row("SIGHUPs sent", hups as f64, Neither));
     }
-    Ok(rows)
+    rows
 }
 
 /// With an idle pool of `spec.prefork`, time SIGHUP -> no old worker left and a full new pool.
@@ -527,58 +537,69 @@ fn reload_latency(
         if let Some(e) = error {
             println!("  FAILED (some runs): {e}");
         }
-        println!(
-            "  {:<16}{:>28}{:>28}{:>8}{:>28}{:>8}",
-            "",
-            "no reloads: median [min-max]",
-            "reloads: median [min-max]",
-            "ratio*",
-            if turnover.is_some() {
-                "floor: turnover, no reloads"
+        print_reload_table(&quiet, &reloading, &starting, turnover.is_some());
+    }
+}
+
+/// Medians and spreads of the runs without reloads, with reloads and of the floor, and
+/// their ratios to the runs without reloads.
+fn print_reload_table(
+    quiet: &[LoadFigures],
+    reloading: &[LoadFigures],
+    starting: &[LoadFigures],
+    turnover: bool,
+) {
+    println!(
+        "  {:<16}{:>28}{:>28}{:>8}{:>28}{:>8}",
+        "",
+        "no reloads: median [min-max]",
+        "reloads: median [min-max]",
+        "ratio*",
+        if turnover {
+            "floor: turnover, no reloads"
+        } else {
+            "floor: starts, no reloads"
+        },
+        "ratio*"
+    );
+    println!("  (* ratio to no reloads; the target says which way is better)");
+    let metrics: [Metric; 4] = [
+        (
+            "connections/s",
+            |f| f.per_second,
+            ">= 0.95; higher is better",
+        ),
+        ("latency p99 ms", |f| f.p99_ms, "<= 1.1; lower is better"),
+        ("latency max ms", |f| f.max_ms, "<= 1.2; lower is better"),
+        ("failures", |f| f.failures, "0; lower is better"),
+    ];
+    for (name, get, target) in metrics {
+        let (qm, qlo, qhi) = median_spread(quiet.iter().map(get).collect());
+        let (rm, rlo, rhi) = median_spread(reloading.iter().map(get).collect());
+        let (fm, flo, fhi) = median_spread(starting.iter().map(get).collect());
+        let ratio = |x: f64| {
+            if qm > 0.0 {
+                format!("{:.2}", x / qm)
             } else {
-                "floor: starts, no reloads"
-            },
-            "ratio*"
+                "-".into()
+            }
+        };
+        let spread = |m: f64, lo: f64, hi: f64| {
+            format!(
+                "{} [{}-{}]",
+                fmt_value(Some(m)),
+                fmt_value(Some(lo)),
+                fmt_value(Some(hi))
+            )
+        };
+        println!(
+            "  {name:<16}{:>28}{:>28}{:>8}{:>28}{:>8}  (target {target})",
+            spread(qm, qlo, qhi),
+            spread(rm, rlo, rhi),
+            ratio(rm),
+            spread(fm, flo, fhi),
+            ratio(fm),
         );
-        println!("  (* ratio to no reloads; the target says which way is better)");
-        let metrics: [Metric; 4] = [
-            (
-                "connections/s",
-                |f| f.per_second,
-                ">= 0.95; higher is better",
-            ),
-            ("latency p99 ms", |f| f.p99_ms, "<= 1.1; lower is better"),
-            ("latency max ms", |f| f.max_ms, "<= 1.2; lower is better"),
-            ("failures", |f| f.failures, "0; lower is better"),
-        ];
-        for (name, get, target) in metrics {
-            let (qm, qlo, qhi) = median_spread(quiet.iter().map(get).collect());
-            let (rm, rlo, rhi) = median_spread(reloading.iter().map(get).collect());
-            let (fm, flo, fhi) = median_spread(starting.iter().map(get).collect());
-            let ratio = |x: f64| {
-                if qm > 0.0 {
-                    format!("{:.2}", x / qm)
-                } else {
-                    "-".into()
-                }
-            };
-            let spread = |m: f64, lo: f64, hi: f64| {
-                format!(
-                    "{} [{}-{}]",
-                    fmt_value(Some(m)),
-                    fmt_value(Some(lo)),
-                    fmt_value(Some(hi))
-                )
-            };
-            println!(
-                "  {name:<16}{:>28}{:>28}{:>8}{:>28}{:>8}  (target {target})",
-                spread(qm, qlo, qhi),
-                spread(rm, rlo, rhi),
-                ratio(rm),
-                spread(fm, flo, fhi),
-                ratio(fm),
-            );
-        }
     }
 }
 

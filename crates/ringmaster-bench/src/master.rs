@@ -182,6 +182,11 @@ impl Master {
                 .arg(&imapd)
                 .arg("-p")
                 .arg(dir.join("master.pid"));
+            // Its own control socket, not the host's default (/run/ringmaster as root), which
+            // a master already running there would keep; idle, it costs nothing.
+            if kind == Kind::Ringmaster {
+                command.arg("-S").arg(dir.join("control.sock"));
+            }
         }
         let child = command
             .stdin(Stdio::null())

@@ -30,3 +30,10 @@ pub use supervisor::{
     LocalTime, LogEvent, LogRecord, Now, Pid, PoolId, Readiness, Role, ServiceKey, Settings, Sig,
     SpawnRequest, Supervisor, EXIT_BIND_FAILED, EXIT_CONFIG, EXIT_START_FAILED,
 };
+// What `Supervisor::status` reports (status, metrics, systemd) and what `Supervisor::plan`
+// plans (reload --dry-run).
+pub use supervisor::{
+    DaemonStatus, DownService, EntryChange, EntryPlan, EventStatus, ExitReason, MasterPhase,
+    PoolCounters, PoolStatus, ReloadCounters, ReloadPlan, ReloadReport, ReloadResult,
+    ServiceChange, ServicePlan, Status, WorkerCounts,
+};

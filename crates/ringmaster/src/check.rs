@@ -81,6 +81,9 @@ pub fn run_with(args: &CheckArgs, env: &ParseEnv, out: &mut dyn Write) -> i32 {
             let _ = writeln!(out, "  {}", escape(d));
         }
     }
+    for line in crate::limits::check(config) {
+        let _ = writeln!(out, "warning: {line}");
+    }
     let imapd_name = sources.imapd_conf.display().to_string();
     if sources.imapd_conf.exists() {
         let _ = write!(

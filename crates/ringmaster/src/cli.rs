@@ -1,4 +1,5 @@
-//! Command-line interface: Cyrus master's own flags for run mode, plus `check` and `demo`.
+//! Command-line interface: Cyrus master's own flags for run mode, plus `check`, `demo` and
+//! the control socket's client subcommands (their flags are in control/client.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 /// where `master` (or `cyrmaster`) stands in an init script or unit file.
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
-/// stop fast, SIGQUIT stops gracefully (workers finish their clients). Any other signal that
+/// stop fast, SIGQUIT stops gracefully (workers finish their clients), SIGUSR1 reopens the
+/// -L log file. Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +44,15 @@ pub enum Command {
     /// Write the man pages and shell completions into DIR (packaging: docs/packaging.md).
     #[command(hide = true)]
     GenerateAssets(crate::assets::GenerateArgs),
+    /// Show the running master's services, workers, daemons, events and last reload.
+    Status(crate::control::client::StatusArgs),
+    /// Reload the running master and wait for the result (exit 0: applied; 1: rejected or
+    /// partly applied, with every error printed). Waiting is the default; --no-wait only asks.
+    Reload(crate::control::client::ReloadArgs),
+    /// Stop the running master and wait until it has exited.
+    Stop(crate::control::client::StopArgs),
+    /// Print the running master's metrics (Prometheus text exposition).
+    Metrics(crate::control::client::MetricsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,9 +157,20 @@ pub struct RunArgs {
     /// primary group).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub group: Option<String>,
+    /// The control socket for `ringmaster status/reload/stop/metrics` (default:
+    /// /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock).
+    #[arg(short = 'S', long = "control", value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Run without a control socket.
+    #[arg(long, conflicts_with = "control")]
+    pub no_control: bool,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (e.g. 127.0.0.1:9187), from
+    /// the master's own loop. Off by default; bind it to loopback or a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;

@@ -97,6 +97,7 @@ pub fn run(args: &DemoArgs) -> i32 {
         return 1;
     }
     let pidfile = dir.join("ringmaster.pid");
+    let control = dir.join("control.sock");
     let mut argv: Vec<String> = vec![
         "ringmaster".into(),
         "-D".into(),
@@ -108,6 +109,8 @@ pub fn run(args: &DemoArgs) -> i32 {
         pidfile.display().to_string(),
         "-r".into(),
         dir.join("ready").display().to_string(),
+        "-S".into(),
+        control.display().to_string(),
         "--stop-timeout".into(),
         "2".into(),
         "--drain-timeout".into(),
@@ -128,11 +131,13 @@ pub fn run(args: &DemoArgs) -> i32 {
     eprintln!(
         "ringmaster demo (pid {pid}), files in {}\n\
          \x20 connect:  nc 127.0.0.1 {port}   (type lines, they echo back; QUIT ends)\n\
-         \x20 reload:   edit {conf} and run: kill -HUP {pid}\n\
-         \x20 stop:     Ctrl-C, or kill {pid}\n",
+         \x20 status:   ringmaster status -S {control}\n\
+         \x20 reload:   edit {conf} and run: ringmaster reload -S {control}   (or kill -HUP {pid})\n\
+         \x20 stop:     Ctrl-C, or ringmaster stop -S {control}\n",
         dir.display(),
         port = args.port,
         conf = conf.display(),
+        control = control.display(),
     );
     match Cli::try_parse_from(argv) {
         Ok(cli) => crate::run::run(cli.run),

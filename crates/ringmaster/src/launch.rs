@@ -194,6 +194,19 @@ impl Launcher {
         }
     }
 
+    /// Loads and validates the configuration as [`Launcher::reload`] does, for a dry run:
+    /// nothing is logged or kept. Err: every problem, rendered with its file:line:col.
+    pub fn dry_run(&self) -> Result<Config, Vec<String>> {
+        match prepare(&self.sources, &self.policy, &parse_env()) {
+            Ok(prepared) => Ok(prepared.setup.config),
+            Err(diags) => Err(LoadError::from_diagnostics(&diags)
+                .problems
+                .iter()
+                .map(|(_, text)| text.trim_end().to_string())
+                .collect()),
+        }
+    }
+
     /// The process a spawn request describes, minus its descriptors (the runtime adds them).
     pub fn exec_spec(&self, request: &SpawnRequest) -> Result<ExecSpec, String> {
         let argv0 = request
@@ -229,7 +242,11 @@ impl Launcher {
             env,
             status_fd: None,
             listen_fd: None,
-            nofile_limit: (request.maxfds > 0).then_some(request.maxfds),
+            // maxfds, else what the master started with (if it raised its own).
+            nofile_limit: match request.maxfds {
+                0 => sys::limits::original_nofile(),
+                n => Some((n, n)),
+            },
             credentials,
             parent_death_signal: true,
             cwd: None,
@@ -334,9 +351,6 @@ pub struct Prepared {
 /// a START entry is fatal, as START prepares what everything else needs (Cyrus exits when a
 /// START command fails). Err: the master must refuse to start (or keep the old
 /// configuration on reload), with every problem found, warnings included.
-// One pass over the entries, section by section; to be split once the parallel work on
-// loading (control socket) has merged.
-#[allow(clippy::too_many_lines)]
 pub fn prepare(
     sources: &Sources,
     policy: &IdentityPolicy,
@@ -347,39 +361,12 @@ pub fn prepare(
         Ok(loaded) => loaded.warnings.clone(),
         Err(diags) => diags.clone(),
     };
-    let imapd_name = sources.imapd_conf.display().to_string();
-    let imapd = match ringmaster_core::load_imapd_conf_all(&sources.imapd_conf) {
-        Ok((conf, more)) => {
-            diags.extend(more);
-            conf
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound && !sources.imapd_conf_required => {
-            diags.push(Diagnostic::file_warning(
-                &imapd_name,
-                "not found; Cyrus's defaults apply",
-            ));
-            ImapdConf::default()
-        }
-        Err(e) => {
-            diags.push(Diagnostic::file_error(
-                &imapd_name,
-                format!("cannot read: {e}"),
-            ));
-            ImapdConf::default()
-        }
-    };
+    let imapd = load_imapd(sources, &mut diags);
     let loaded = match parsed {
         Ok(loaded) if !diags.iter().any(Diagnostic::is_error) => loaded,
         _ => return Err(diags),
     };
-    let lines: Vec<String> = std::fs::read(&sources.cyrus_conf)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let lines = source_lines(&sources.cyrus_conf);
     let mut resolver = Resolver {
         sources,
         policy,
@@ -390,39 +377,10 @@ pub fn prepare(
         down: Vec::new(),
     };
     let mut config = loaded.config;
-    let mut fatal = Vec::new();
-    for e in &config.start {
-        if let Some(problem) = resolver.entry("START", &e.name, &e.cmd, &e.run_as, &e.location) {
-            fatal.push(problem);
-        }
-    }
-    if !fatal.is_empty() {
+    if let Err(fatal) = resolver.resolve_all(&mut config) {
         diags.extend(fatal);
         return Err(diags);
     }
-    let mut unresolved = Unresolved::default();
-    config.services.retain(|e| {
-        let ok = resolver.ok("service", &e.name, &e.cmd, &e.run_as, &e.location);
-        if !ok {
-            unresolved.services.push(e.name.clone());
-        }
-        ok
-    });
-    config.events.retain(|e| {
-        let ok = resolver.ok("event", &e.name, &e.cmd, &e.run_as, &e.location);
-        if !ok {
-            unresolved.events.push(e.name.clone());
-        }
-        ok
-    });
-    config.daemons.retain(|e| {
-        let ok = resolver.ok("daemon", &e.name, &e.cmd, &e.run_as, &e.location);
-        if !ok {
-            unresolved.daemons.push(e.name.clone());
-        }
-        ok
-    });
-    config.unresolved = unresolved;
     let Resolver {
         programs,
         identities,
@@ -441,6 +399,43 @@ pub fn prepare(
     })
 }
 
+/// imapd.conf, or Cyrus's defaults when it is missing and was not asked for by name.
+fn load_imapd(sources: &Sources, diags: &mut Vec<Diagnostic>) -> ImapdConf {
+    let imapd_name = sources.imapd_conf.display().to_string();
+    match ringmaster_core::load_imapd_conf_all(&sources.imapd_conf) {
+        Ok((conf, more)) => {
+            diags.extend(more);
+            conf
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound && !sources.imapd_conf_required => {
+            diags.push(Diagnostic::file_warning(
+                &imapd_name,
+                "not found; Cyrus's defaults apply",
+            ));
+            ImapdConf::default()
+        }
+        Err(e) => {
+            diags.push(Diagnostic::file_error(
+                &imapd_name,
+                format!("cannot read: {e}"),
+            ));
+            ImapdConf::default()
+        }
+    }
+}
+
+/// cyrus.conf's lines, for quoting an entry in its diagnostics.
+fn source_lines(path: &Path) -> Vec<String> {
+    std::fs::read(path)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Resolves entries one by one, remembering what it found for the spawns to come.
 struct Resolver<'a> {
     sources: &'a Sources,
@@ -453,6 +448,43 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// START entries must all resolve (Err: their problems); other entries that do not are
+    /// left out of `config` and listed in `config.unresolved`.
+    fn resolve_all(&mut self, config: &mut Config) -> Result<(), Vec<Diagnostic>> {
+        let fatal: Vec<Diagnostic> = config
+            .start
+            .iter()
+            .filter_map(|e| self.entry("START", &e.name, &e.cmd, &e.run_as, &e.location))
+            .collect();
+        if !fatal.is_empty() {
+            return Err(fatal);
+        }
+        let mut unresolved = Unresolved::default();
+        config.services.retain(|e| {
+            let ok = self.ok("service", &e.name, &e.cmd, &e.run_as, &e.location);
+            if !ok {
+                unresolved.services.push(e.name.clone());
+            }
+            ok
+        });
+        config.events.retain(|e| {
+            let ok = self.ok("event", &e.name, &e.cmd, &e.run_as, &e.location);
+            if !ok {
+                unresolved.events.push(e.name.clone());
+            }
+            ok
+        });
+        config.daemons.retain(|e| {
+            let ok = self.ok("daemon", &e.name, &e.cmd, &e.run_as, &e.location);
+            if !ok {
+                unresolved.daemons.push(e.name.clone());
+            }
+            ok
+        });
+        config.unresolved = unresolved;
+        Ok(())
+    }
+
     /// True when the entry can run; otherwise its error goes to `down`.
     fn ok(
         &mut self,

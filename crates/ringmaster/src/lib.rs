@@ -10,10 +10,16 @@
 pub mod assets;
 pub mod check;
 pub mod cli;
+pub mod control;
+pub mod cyrus_prom;
 pub mod demo;
 pub mod exec;
 pub mod launch;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
+pub mod metrics_http;
+pub mod notify;
 pub mod run;
 pub mod runtime;
 pub mod sys;

@@ -1,4 +1,6 @@
 //! Where the master's log lines go: stderr in the foreground (-D), a file (-L), else syslog.
+//! SIGUSR1 reopens the file (for logrotate); imapd.conf's `syslog_prefix` and
+//! `syslog_facility` set syslog's ident and facility once the configuration is read.
 //!
 //! Everything is written synchronously from the one thread of the master: no logging thread.
 //! Control characters other than newline and tab never reach the log raw: whatever a line
@@ -6,34 +8,117 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ringmaster_core::{Field, LogRecord};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::sys::daemonize::LOG_FILE_MODE;
-use crate::sys::syslog::{Severity, Syslog};
+use crate::sys::syslog::{self, Severity, Syslog};
 
 /// Where log lines go.
 pub enum Target {
     Stderr,
-    File(File),
+    /// The file, and its path for reopening.
+    File(File, PathBuf),
     Syslog(Syslog),
 }
 
 impl Target {
     /// Opens the log file for appending (created [`LOG_FILE_MODE`] if missing).
     pub fn file(path: &Path) -> io::Result<Target> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(LOG_FILE_MODE)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
-        Ok(Target::File(file))
+        Ok(Target::File(open_log(path)?, path.to_path_buf()))
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// The installed target, for [`reopen`] and [`set_syslog_identity`].
+static INSTALLED: OnceLock<Arc<Mutex<Target>>> = OnceLock::new();
+
+/// Whether the master logs to a file (`-L`), which [`reopen`] reopens.
+pub fn to_file() -> bool {
+    INSTALLED
+        .get()
+        .and_then(|t| t.lock().ok().map(|g| matches!(*g, Target::File(..))))
+        .unwrap_or(false)
+}
+
+/// Opens the log file again by its path (SIGUSR1, after logrotate moved it away); the old
+/// file is closed once the new one is open. Nothing to do when logging elsewhere.
+pub fn reopen() {
+    let Some(target) = INSTALLED.get() else {
+        return;
+    };
+    // Not logged under the lock: a line would take the same lock.
+    let outcome = match target.lock() {
+        Ok(mut guard) => match &mut *guard {
+            Target::File(file, path) => match open_log(path) {
+                Ok(new) => {
+                    *file = new;
+                    Ok(path.clone())
+                }
+                Err(e) => Err((path.clone(), e)),
+            },
+            _ => return,
+        },
+        Err(_) => return,
+    };
+    match outcome {
+        Ok(path) => tracing::info!("log file {} reopened", path.display()),
+        Err((path, e)) => tracing::warn!(
+            "cannot reopen log file {}: {e}; still writing to the old one",
+            path.display()
+        ),
+    }
+}
+
+/// Logs to syslog as `ident` with `facility` from now on (when logging to syslog).
+pub fn set_syslog_identity(ident: &str, facility: u8) {
+    if let Some(Ok(mut guard)) = INSTALLED.get().map(|t| t.lock()) {
+        if let Target::Syslog(log) = &mut *guard {
+            log.set_identity(ident, facility);
+        }
+    }
+}
+
+/// The syslog ident and facility for imapd.conf's `syslog_prefix` and `syslog_facility`, as
+/// Cyrus's programs derive theirs: `<prefix>/master` ($CYRUS_SYSLOG_PREFIX first, as in
+/// Cyrus), else `ringmaster`; the facility named (Cyrus's master ignores it; ringmaster
+/// follows it), else LOG_DAEMON. Also a complaint about an unknown facility name.
+pub fn syslog_identity(
+    env_prefix: Option<&str>,
+    conf_prefix: Option<&str>,
+    facility: Option<&str>,
+) -> (String, u8, Option<String>) {
+    let ident = match env_prefix.filter(|p| !p.is_empty()).or(conf_prefix) {
+        Some(prefix) => format!("{prefix}/master"),
+        None => "ringmaster".to_string(),
+    };
+    match facility {
+        None => (ident, syslog::FACILITY_DAEMON, None),
+        Some(name) => match syslog::facility_code(name) {
+            Some(code) => (ident, code, None),
+            None => (
+                ident,
+                syslog::FACILITY_DAEMON,
+                Some(format!(
+                    "syslog_facility: unknown facility `{}` (DAEMON, MAIL, NEWS, USER, \
+                     LOCAL0..LOCAL7): using DAEMON",
+                    ringmaster_core::escape(name)
+                )),
+            ),
+        },
     }
 }
 
@@ -77,7 +162,7 @@ impl Drop for LineWriter {
             Target::Stderr => {
                 let _ = io::stderr().write_all(&self.buf);
             }
-            Target::File(file) => {
+            Target::File(file, _) => {
                 let _ = file.write_all(&self.buf);
             }
             Target::Syslog(syslog) => {
@@ -141,9 +226,9 @@ pub fn init(target: Target, verbose: u8) {
         _ => Level::TRACE,
     };
     let with_time = !matches!(target, Target::Syslog(_));
-    let sink = Sink {
-        target: Arc::new(Mutex::new(target)),
-    };
+    let target = Arc::new(Mutex::new(target));
+    let _ = INSTALLED.set(target.clone());
+    let sink = Sink { target };
     let builder = tracing_subscriber::fmt()
         .with_max_level(max)
         .with_writer(sink)
@@ -197,6 +282,10 @@ pub fn print(record: &LogRecord) {
                 count = field(Field::Count),
                 seconds = field(Field::Seconds),
                 reload = field(Field::Reload),
+                services = field(Field::Services),
+                workers = field(Field::Workers),
+                draining = field(Field::Draining),
+                bind_errors = field(Field::BindErrors),
                 "{}",
                 record.message
             )
@@ -220,6 +309,21 @@ mod tests {
         assert_eq!(Value("signal 9").to_string(), "\"signal 9\"");
         assert_eq!(Value("").to_string(), "\"\"");
         assert_eq!(Value("a=b").to_string(), "\"a=b\"");
+    }
+
+    #[test]
+    fn syslog_ident_follows_the_prefix_and_the_facility_its_name() {
+        let (ident, facility, warning) = syslog_identity(None, Some("cyrus"), Some("local6"));
+        assert_eq!(
+            (ident.as_str(), facility, warning),
+            ("cyrus/master", 22 << 3, None)
+        );
+        // $CYRUS_SYSLOG_PREFIX wins, as in Cyrus.
+        let (ident, _, _) = syslog_identity(Some("env"), Some("cyrus"), None);
+        assert_eq!(ident, "env/master");
+        let (ident, facility, warning) = syslog_identity(Some(""), None, Some("kern"));
+        assert_eq!((ident.as_str(), facility), ("ringmaster", 3 << 3));
+        assert!(warning.is_some_and(|w| w.contains("`kern`")));
     }
 
     #[test]

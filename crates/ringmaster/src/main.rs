@@ -1,4 +1,5 @@
-//! The `ringmaster` command line: run mode (Cyrus master's flags), `check` and `demo`.
+//! The `ringmaster` command line: run mode (Cyrus master's flags), `check`, `demo`, and the
+//! control clients `status`, `reload`, `stop` and `metrics`.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -12,6 +13,10 @@ fn main() {
         Some(Command::Check(args)) => ringmaster::check::run(&args, &mut std::io::stdout()),
         Some(Command::Demo(args)) => ringmaster::demo::run(&args),
         Some(Command::GenerateAssets(args)) => ringmaster::assets::run(&args),
+        Some(Command::Status(args)) => ringmaster::control::client::status(&args),
+        Some(Command::Reload(args)) => ringmaster::control::client::reload(&args),
+        Some(Command::Stop(args)) => ringmaster::control::client::stop(&args),
+        Some(Command::Metrics(args)) => ringmaster::control::client::metrics(&args),
         None => ringmaster::run::run(cli.run),
     };
     std::process::exit(status);

@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 use ringmaster_core::{LocalTime, Settings, Supervisor, EXIT_CONFIG};
 
 use crate::cli::RunArgs;
+use crate::cyrus_prom;
 use crate::launch::{self, Launcher};
 use crate::logging;
 use crate::runtime::Runtime;
@@ -48,51 +49,104 @@ pub fn run(args: RunArgs) -> i32 {
     code
 }
 
-// Start-up in order, one step after the other; to be split into steps once the start-up work
-// running in parallel (control socket, readiness notification, packaging) has merged.
-#[allow(clippy::too_many_lines)]
+/// Start-up in order, one step after the other, then the loop, then the clean-up.
 fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
     if let Err(err) = sys::signals::assert_single_threaded() {
         error!("{err}");
         return EXIT_OSERR;
     }
     sys::clock::init_timezone();
-
-    let sources = launch::sources(&args.paths, &args.service_path);
-    let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
-    let mut launcher = match Launcher::load(sources, policy) {
+    let mut launcher = match load_configuration(args) {
         Ok(l) => l,
-        Err(failure) => {
-            failure.log("");
-            if !args.foreground && args.logfile.is_none() {
-                for (_, text) in &failure.problems {
-                    eprintln!("{}", text.trim_end());
-                }
-            }
-            if failure.unreadable {
-                error!("cannot read the configuration: not starting");
-            } else {
-                error!("configuration is invalid: not starting");
-            }
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
     // Detach only now, so that a broken configuration is reported on the terminal.
-    let mut daemon = None;
-    if args.daemonize {
-        match sys::daemonize::daemonize() {
-            Ok(handle) => daemon = Some(handle),
-            Err(err) => {
-                error!("cannot daemonize: {err}");
-                return EXIT_OSERR;
+    let mut daemon = match detach(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    set_up_process(args, &mut launcher);
+    // Before the pidfile: refused here, the master leaves no pidfile behind.
+    let control = match crate::control::open_for_master(args.control.as_deref(), args.no_control) {
+        Ok(c) => c,
+        Err(err) => {
+            error!("{err}: not starting");
+            return fail_start(&mut daemon, EXIT_OSERR);
+        }
+    };
+    let imapd = launcher.setup().imapd.clone();
+    observe_setup(&imapd);
+    let files = match MasterFiles::claim(args, &imapd) {
+        Ok(f) => f,
+        Err(code) => return fail_start(&mut daemon, code),
+    };
+    let config = launcher.setup().config.clone();
+    log_starting(args, &config);
+    let supervisor = Supervisor::new(config, settings(args, &imapd), local_clock);
+    let on_ready = ready_callback(files.ready_file.clone(), daemon);
+    let runtime = Runtime::new(supervisor, launcher, signals, args.backlog, on_ready);
+    let runtime = match control {
+        Some(listener) => runtime.and_then(|r| r.with_control(listener)),
+        None => runtime,
+    };
+    let code = match runtime {
+        Ok(mut runtime) => match observe(&mut runtime, args, &imapd) {
+            Ok(()) => runtime.run(),
+            Err(()) => EXIT_OSERR,
+        },
+        Err(err) => {
+            error!("cannot set up the event loop: {err}");
+            EXIT_OSERR
+        }
+    };
+    files.release();
+    code
+}
+
+/// Reads and validates the configuration; a failure is reported (also on the terminal when
+/// the log goes elsewhere) and becomes the exit status.
+fn load_configuration(args: &RunArgs) -> Result<Launcher, i32> {
+    let sources = launch::sources(&args.paths, &args.service_path);
+    let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
+    Launcher::load(sources, policy).map_err(|failure| {
+        failure.log("");
+        if !args.foreground && args.logfile.is_none() {
+            for (_, text) in &failure.problems {
+                eprintln!("{}", text.trim_end());
             }
         }
-    }
+        if failure.unreadable {
+            error!("cannot read the configuration: not starting");
+        } else {
+            error!("configuration is invalid: not starting");
+        }
+        EXIT_CONFIG
+    })
+}
+
+/// `-d`: the parent waits for start-up's verdict; without `-D`, stdio leaves the terminal.
+fn detach(args: &RunArgs) -> Result<Option<sys::daemonize::DaemonReady>, i32> {
+    let daemon = if args.daemonize {
+        match sys::daemonize::daemonize() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                error!("cannot daemonize: {err}");
+                return Err(EXIT_OSERR);
+            }
+        }
+    } else {
+        None
+    };
     if !args.foreground {
         if let Err(err) = sys::daemonize::detach_stdio(args.logfile.as_deref()) {
             warn!("cannot detach stdio: {err}");
         }
     }
+    Ok(daemon)
+}
+
+/// The master process's own attributes: reaper of escaped processes, priority, fd limit.
+fn set_up_process(args: &RunArgs, launcher: &mut Launcher) {
     // After daemonizing: the attribute is not inherited by fork.
     if let Err(err) = sys::process::become_child_subreaper() {
         warn!("cannot become the reaper of escaped processes (PR_SET_CHILD_SUBREAPER): {err}");
@@ -108,43 +162,22 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             Err(err) => warn!("cannot set the master's nice value to {nice}: {err}"),
         }
     }
-    let imapd = launcher.setup().imapd.clone();
-    let pidfile_path = args
-        .pidfile
-        .clone()
-        .or_else(|| imapd.master_pid_file().map(PathBuf::from));
-    let pidfile = match &pidfile_path {
-        Some(path) => match sys::pidfile::PidFile::acquire(path) {
-            Ok(p) => Some(p),
-            Err(err) => {
-                error!("{err}");
-                if let Some(d) = daemon.take() {
-                    let _ = d.fail(EXIT_OSERR);
-                }
-                return EXIT_OSERR;
-            }
-        },
-        None => None,
-    };
-    let ready_file = args
-        .ready_file
-        .clone()
-        .or_else(|| imapd.master_ready_file().map(PathBuf::from))
-        .or_else(|| {
-            imapd
-                .configdirectory()
-                .map(|d| Path::new(d).join("master.ready"))
-        });
-    // From here on, every way out that can run code removes what we created.
-    let cleanup = ExitFiles::arm(
-        pidfile.as_ref().and(pidfile_path.clone()),
-        ready_file.clone(),
-    );
-    if let Some(path) = &ready_file {
-        let _ = std::fs::remove_file(path);
+    // Before any bind: descriptors for every listener and pipe.
+    for line in crate::limits::fit(&launcher.setup().config) {
+        warn!("{line}");
     }
+}
 
-    let settings = Settings {
+/// Tells a waiting `-d` parent that start-up failed; returns the status to exit with.
+fn fail_start(daemon: &mut Option<sys::daemonize::DaemonReady>, code: i32) -> i32 {
+    if let Some(d) = daemon.take() {
+        let _ = d.fail(code);
+    }
+    code
+}
+
+fn settings(args: &RunArgs, imapd: &ringmaster_core::ImapdConf) -> Settings {
+    Settings {
         stop_timeout: args.stop_timeout,
         drain_timeout: args.drain_timeout,
         worker_env: vec![(
@@ -153,8 +186,13 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         )],
         bind_errors_fatal: imapd.master_bind_errors_fatal(),
         log_debug: tracing::enabled!(tracing::Level::DEBUG),
-    };
-    let config = launcher.setup().config.clone();
+    }
+}
+
+fn log_starting(args: &RunArgs, config: &ringmaster_core::Config) {
+    let down = config.unresolved.services.len()
+        + config.unresolved.events.len()
+        + config.unresolved.daemons.len();
     info!(
         "starting: {} START, {} services, {} events, {} daemons from {}{}",
         config.start.len(),
@@ -162,45 +200,88 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         config.events.len(),
         config.daemons.len(),
         args.paths.cyrus_conf.display(),
-        match config.unresolved.services.len()
-            + config.unresolved.events.len()
-            + config.unresolved.daemons.len()
-        {
+        match down {
             0 => String::new(),
             n => format!(" ({n} more entries down: program or user not found)"),
         }
     );
-    let supervisor = Supervisor::new(config, settings, local_clock);
-    let ready_for_closure = ready_file.clone();
-    let on_ready = Box::new(move |all_listening: bool| {
-        if let (Some(path), true) = (&ready_for_closure, all_listening) {
+}
+
+/// Called once start-up is complete: the ready file (only when every service listens), and
+/// the parent of a daemonized master exits 0, even with services down (they are logged,
+/// and retried): the master is running.
+fn ready_callback(
+    ready_file: Option<PathBuf>,
+    mut daemon: Option<sys::daemonize::DaemonReady>,
+) -> Box<dyn FnMut(bool)> {
+    Box::new(move |all_listening: bool| {
+        if let (Some(path), true) = (&ready_file, all_listening) {
             if let Err(err) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 warn!("cannot write ready file {}: {err}", path.display());
             }
         }
-        // The parent of a daemonized master exits 0 once start-up is complete, even with
-        // services down (they are logged, and retried): the master is running.
         if let Some(d) = daemon.take() {
             let _ = d.ready();
         }
-    });
-    let code = match Runtime::new(supervisor, launcher, signals, args.backlog, on_ready) {
-        Ok(runtime) => runtime.run(),
-        Err(err) => {
-            error!("cannot set up the event loop: {err}");
-            EXIT_OSERR
+    })
+}
+
+/// The pidfile (held locked while the master runs) and the ready file, removed on the way
+/// out, by the normal path or, armed, by the panic hook.
+struct MasterFiles {
+    pidfile: Option<sys::pidfile::PidFile>,
+    ready_file: Option<PathBuf>,
+    exit_files: ExitFiles,
+}
+
+impl MasterFiles {
+    fn claim(args: &RunArgs, imapd: &ringmaster_core::ImapdConf) -> Result<MasterFiles, i32> {
+        let pidfile_path = args
+            .pidfile
+            .clone()
+            .or_else(|| imapd.master_pid_file().map(PathBuf::from));
+        let pidfile = match &pidfile_path {
+            Some(path) => match sys::pidfile::PidFile::acquire(path) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    error!("{err}");
+                    return Err(EXIT_OSERR);
+                }
+            },
+            None => None,
+        };
+        let ready_file = args
+            .ready_file
+            .clone()
+            .or_else(|| imapd.master_ready_file().map(PathBuf::from))
+            .or_else(|| {
+                imapd
+                    .configdirectory()
+                    .map(|d| Path::new(d).join("master.ready"))
+            });
+        // From here on, every way out that can run code removes what we created.
+        let exit_files = ExitFiles::arm(pidfile.as_ref().and(pidfile_path), ready_file.clone());
+        if let Some(path) = &ready_file {
+            let _ = std::fs::remove_file(path);
         }
-    };
-    drop(cleanup);
-    if let Some(path) = &ready_file {
-        let _ = std::fs::remove_file(path);
+        Ok(MasterFiles {
+            pidfile,
+            ready_file,
+            exit_files,
+        })
     }
-    if let Some(pidfile) = pidfile {
-        if let Err(err) = pidfile.remove() {
-            warn!("cannot remove the pidfile: {err}");
+
+    fn release(self) {
+        drop(self.exit_files);
+        if let Some(path) = &self.ready_file {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(pidfile) = self.pidfile {
+            if let Err(err) = pidfile.remove() {
+                warn!("cannot remove the pidfile: {err}");
+            }
         }
     }
-    code
 }
 
 /// The files the master created and must not leave behind (pidfile, ready file), for the
@@ -245,6 +326,43 @@ fn remove_exit_files() {
         for path in files {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Syslog's ident and facility from imapd.conf, now that it is read.
+fn observe_setup(imapd: &ringmaster_core::ImapdConf) {
+    let env_prefix = std::env::var("CYRUS_SYSLOG_PREFIX").ok();
+    let (ident, facility, warning) = logging::syslog_identity(
+        env_prefix.as_deref(),
+        imapd.syslog_prefix(),
+        imapd.get("syslog_facility"),
+    );
+    logging::set_syslog_identity(&ident, facility);
+    if let Some(warning) = warning {
+        warn!("{warning}");
+    }
+}
+
+/// The metrics endpoint (`--metrics-listen`; Err when it cannot be bound, logged) and Cyrus's
+/// report file (`prometheus_enabled`), owned by the workers' default user.
+fn observe(
+    runtime: &mut Runtime,
+    args: &RunArgs,
+    imapd: &ringmaster_core::ImapdConf,
+) -> Result<(), ()> {
+    if let Some(settings) = cyrus_prom::Settings::from_imapd(imapd) {
+        let policy = launch::policy(args.user.as_deref(), args.group.as_deref());
+        let owner = launch::resolve_identity(&Default::default(), &policy, imapd)
+            .ok()
+            .flatten()
+            .map(|c| (c.uid, c.gid));
+        runtime.write_cyrus_report(cyrus_prom::CyrusReport::new(settings, owner));
+    }
+    match args.metrics_listen {
+        Some(addr) => runtime
+            .serve_metrics(addr)
+            .map_err(|err| error!("cannot serve metrics on {addr}: {err}")),
+        None => Ok(()),
     }
 }
 

@@ -39,6 +39,55 @@ fn debian_cyrus_serves_imap_lmtp_pop3_and_sieve() {
     );
 
     // Every worker runs as cyrus; notifyd waits on its unix datagram socket.
+    workers_run_as_cyrus(&mut cyrus);
+
+    // The greeting names the servername of imapd.conf.
+    let first = Imap::connect(cyrus.imap).expect("connect");
+    assert!(first.greeting.contains(BEFORE), "{}", first.greeting);
+    drop(first);
+
+    cyrus.create_alice();
+    cyrus.deliver_to_alice();
+
+    // alice reads it over IMAP...
+    let mut imap = Imap::connect(cyrus.imap).expect("alice connects");
+    imap.login(ALICE).expect("alice logs in");
+    let select = imap.ok("SELECT INBOX").expect("SELECT INBOX");
+    assert!(select.iter().any(|l| l == "* 1 EXISTS"), "{select:?}");
+    let fetch = imap
+        .ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        .expect("FETCH");
+    assert!(
+        fetch.iter().any(|l| l == &format!("Subject: {SUBJECT}")),
+        "{fetch:?}"
+    );
+    imap.logout().expect("alice logs out");
+
+    // ...and over POP3.
+    alice_reads_over_pop3(&cyrus);
+
+    // timsieved answers with its capabilities, then OK.
+    let mut sieve = Lines::tcp(cyrus.sieve).expect("connect to sieve");
+    let banner = sieve.line().expect("sieve banner");
+    assert!(banner.starts_with("\"IMPLEMENTATION\""), "{banner}");
+    let mut last = banner;
+    for _ in 0..50 {
+        if last.starts_with("OK") {
+            break;
+        }
+        last = sieve.line().expect("sieve capability");
+    }
+    assert!(last.starts_with("OK"), "sieve: {last}");
+    drop(sieve);
+
+    assert!(
+        cyrus.master.stop().is_some(),
+        "master did not stop\n{}",
+        cyrus.master.log_text()
+    );
+}
+
+fn workers_run_as_cyrus(cyrus: &mut Cyrus) {
     let cyrus_uid = nix::unistd::User::from_name("cyrus")
         .ok()
         .flatten()
@@ -64,30 +113,9 @@ fn debian_cyrus_serves_imap_lmtp_pop3_and_sieve() {
         assert_eq!(uid_of(*pid), Some(cyrus_uid), "worker {pid} is not cyrus");
     }
     assert!(cyrus.path("socket/notify").exists());
+}
 
-    // The greeting names the servername of imapd.conf.
-    let first = Imap::connect(cyrus.imap).expect("connect");
-    assert!(first.greeting.contains(BEFORE), "{}", first.greeting);
-    drop(first);
-
-    cyrus.create_alice();
-    cyrus.deliver_to_alice();
-
-    // alice reads it over IMAP...
-    let mut imap = Imap::connect(cyrus.imap).expect("alice connects");
-    imap.login(ALICE).expect("alice logs in");
-    let select = imap.ok("SELECT INBOX").expect("SELECT INBOX");
-    assert!(select.iter().any(|l| l == "* 1 EXISTS"), "{select:?}");
-    let fetch = imap
-        .ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        .expect("FETCH");
-    assert!(
-        fetch.iter().any(|l| l == &format!("Subject: {SUBJECT}")),
-        "{fetch:?}"
-    );
-    imap.logout().expect("alice logs out");
-
-    // ...and over POP3.
+fn alice_reads_over_pop3(cyrus: &Cyrus) {
     let mut pop = Lines::tcp(cyrus.pop3).expect("connect to POP3");
     let greeting = pop.line().expect("POP3 greeting");
     assert!(
@@ -118,26 +146,6 @@ fn debian_cyrus_serves_imap_lmtp_pop3_and_sieve() {
     );
     pop.send("QUIT").expect("send");
     assert!(pop.line().expect("QUIT").starts_with("+OK"));
-
-    // timsieved answers with its capabilities, then OK.
-    let mut sieve = Lines::tcp(cyrus.sieve).expect("connect to sieve");
-    let banner = sieve.line().expect("sieve banner");
-    assert!(banner.starts_with("\"IMPLEMENTATION\""), "{banner}");
-    let mut last = banner;
-    for _ in 0..50 {
-        if last.starts_with("OK") {
-            break;
-        }
-        last = sieve.line().expect("sieve capability");
-    }
-    assert!(last.starts_with("OK"), "sieve: {last}");
-    drop(sieve);
-
-    assert!(
-        cyrus.master.stop().is_some(),
-        "master did not stop\n{}",
-        cyrus.master.log_text()
-    );
 }
 
 /// What the connection loop saw across the reload.

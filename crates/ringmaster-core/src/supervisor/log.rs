@@ -125,6 +125,14 @@ pub enum Field {
     Seconds,
     /// A reload's number.
     Reload,
+    /// How many services (a settled reload's).
+    Services,
+    /// How many workers (a settled reload's, on the new configuration).
+    Workers,
+    /// How many old workers are still draining.
+    Draining,
+    /// How many sockets could not be bound.
+    BindErrors,
 }
 
 impl Field {
@@ -141,6 +149,10 @@ impl Field {
         Field::Count,
         Field::Seconds,
         Field::Reload,
+        Field::Services,
+        Field::Workers,
+        Field::Draining,
+        Field::BindErrors,
     ];
 
     pub fn name(self) -> &'static str {
@@ -156,6 +168,10 @@ impl Field {
             Field::Count => "count",
             Field::Seconds => "seconds",
             Field::Reload => "reload",
+            Field::Services => "services",
+            Field::Workers => "workers",
+            Field::Draining => "draining",
+            Field::BindErrors => "bind_errors",
         }
     }
 }

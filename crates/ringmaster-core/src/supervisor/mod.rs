@@ -61,8 +61,10 @@ mod daemons;
 mod events;
 mod faults;
 pub mod handover;
+mod index;
 mod leftovers;
 mod log;
+mod plan;
 mod pools;
 mod recycle;
 mod reload;
@@ -78,11 +80,12 @@ mod tests;
 pub use daemons::{readiness, Readiness};
 pub use faults::EXIT_BIND_FAILED;
 pub use log::{Field, Level, LogEvent, LogRecord};
+pub use plan::*;
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;
 pub use types::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ServiceEntry};
@@ -174,6 +177,15 @@ pub struct Supervisor {
     services: BTreeMap<ServiceKey, Service>,
     pools: BTreeMap<PoolId, Pool>,
     workers: HashMap<Pid, Worker>,
+    /// When each recycled worker next needs a look (index.rs).
+    worker_timers: index::Timers<Pid>,
+    /// When each pool next needs a look while running: its throttle ends, or the fork rate
+    /// allows the fork it wants.
+    pool_timers: index::Timers<PoolId>,
+    /// Pools the current input may have changed: the only ones `maintain` looks at.
+    touched: BTreeSet<PoolId>,
+    /// Retired services with no pool left are to be looked for (after a reload or a stop).
+    sweep_services: bool,
     daemons: Vec<Daemon>,
     events: Vec<Event>,
     /// Children that are neither workers nor daemons nor events (START commands).
@@ -205,6 +217,10 @@ impl Supervisor {
             services: BTreeMap::new(),
             pools: BTreeMap::new(),
             workers: HashMap::new(),
+            worker_timers: index::Timers::default(),
+            pool_timers: index::Timers::default(),
+            touched: BTreeSet::new(),
+            sweep_services: false,
             daemons: Vec::new(),
             events: Vec::new(),
             others: HashMap::new(),
@@ -235,8 +251,8 @@ impl Supervisor {
         let running = self.phase == Phase::Running;
         [
             self.stop_deadline(),
-            self.workers_deadline(),
-            running.then(|| self.pools_deadline()).flatten(),
+            self.worker_timers.first(),
+            running.then(|| self.pool_timers.first()).flatten(),
             running.then(|| self.events_deadline()).flatten(),
             running.then(|| self.reload_deadline()).flatten(),
             running.then(|| self.next_bind_retry()).flatten(),
@@ -254,6 +270,7 @@ impl Supervisor {
         if self.phase == Phase::Exited {
             return out;
         }
+        let phase = std::mem::discriminant(&self.phase);
         match input {
             Input::Boot => self.run_next_start_command(now, &mut out),
             Input::Tick => {}
@@ -312,9 +329,15 @@ impl Supervisor {
             }
             Input::Stop { graceful } => self.on_stop(graceful, now, &mut out),
         }
+        if std::mem::discriminant(&self.phase) != phase {
+            self.touch_all_pools();
+        }
         self.on_timers(now, &mut out);
         self.retry_binds(now.mono, &mut out);
         self.report_suppressed_notes(now);
+        if std::mem::discriminant(&self.phase) != phase {
+            self.touch_all_pools();
+        }
         self.maintain(now, &mut out);
         self.logs.drain_into(&mut out);
         out
@@ -363,12 +386,12 @@ impl Supervisor {
         let first = !service.bound;
         service.bound = true;
         for &family in &families {
-            self.pools
-                .entry(PoolId {
-                    service: key,
-                    family,
-                })
-                .or_insert_with(Pool::new);
+            let id = PoolId {
+                service: key,
+                family,
+            };
+            self.pools.entry(id).or_insert_with(Pool::new);
+            self.touched.insert(id);
         }
         service.families = families;
         self.bind_succeeded(key, first, out);
@@ -383,17 +406,15 @@ impl Supervisor {
                     return;
                 };
                 p.in_flight = p.in_flight.saturating_sub(1);
-                self.workers.insert(
-                    pid,
-                    Worker {
-                        pool,
-                        generation: p.generation,
-                        state: WorkerState::Starting,
-                        forked_at: now.mono,
-                        recycle: Recycle::Serving,
-                        served: false,
-                    },
-                );
+                let worker = Worker {
+                    pool,
+                    generation: p.generation,
+                    state: WorkerState::Starting,
+                    forked_at: now.mono,
+                    recycle: Recycle::Serving,
+                    served: false,
+                };
+                self.insert_worker(pid, worker);
                 if self.logs.debug_on() {
                     let message = format!("forked worker {pid} for {}", self.pool_name(pool));
                     self.pool_log(Level::Debug, LogEvent::WorkerForked, pool, message)
@@ -444,7 +465,9 @@ impl Supervisor {
                     .with(Field::Error, err);
                 if let Some(p) = self.pools.get_mut(&pool) {
                     p.in_flight = p.in_flight.saturating_sub(1);
+                    p.counters.last_exec_error = Some(err.to_string());
                 }
+                self.touched.insert(pool);
                 self.count_ready_fail(pool, now, out);
             }
             Role::Start { index } => {
@@ -497,7 +520,7 @@ impl Supervisor {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        if let Some(worker) = self.workers.remove(&pid) {
+        if let Some(worker) = self.remove_worker(pid) {
             // A worker's group is its own, numbered by its pid: members left mean leftovers.
             if group_alive && pgid == Some(pid) {
                 let (name, maxchild) = match self.services.get(&worker.pool.service) {
@@ -550,7 +573,7 @@ impl Supervisor {
             self.leftovers.group_gone(pgid);
         }
         if matches!(self.phase, Phase::Stopping { .. } | Phase::Draining { .. })
-            && self.children().is_empty()
+            && self.no_children()
         {
             self.logs.info(
                 LogEvent::AllExited,

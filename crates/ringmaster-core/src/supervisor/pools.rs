@@ -1,6 +1,7 @@
 //! Worker pools: how many workers each service keeps, when to fork (prefork, maxchild,
 //! maxforkrate), when to watch its listener, what workers' status notes and exits mean, and
-//! the throttle that pauses a pool whose workers keep failing before they serve.
+//! the throttle that pauses a pool whose workers keep failing before they serve. (Recycled
+//! workers' timers: recycle.rs.)
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,7 +26,10 @@ const MAX_THROTTLE: Duration = Duration::from_secs(300);
 /// A babysat pool pauses this long, every time, then tries again.
 const BABYSIT_PAUSE: Duration = Duration::from_secs(10);
 /// Generations older than this many reloads are terminated without waiting for the drain.
-const MAX_LIVE_GENERATIONS: u64 = 8;
+pub(super) const MAX_LIVE_GENERATIONS: u64 = 8;
+/// Workers of one announcing pool forked and not yet ready, at most, while it fills up to
+/// its prefork (as the floor master of the benchmark, which starts up to 8 at once).
+const MAX_STARTING_PER_POOL: u32 = 8;
 const ONE_SECOND: Duration = Duration::from_secs(1);
 const SIGHUP: i32 = 1;
 
@@ -120,6 +124,8 @@ pub(super) struct Pool {
     pub(super) counters: PoolCounters,
     /// Connections waiting when the listener was last seen readable.
     pub(super) waiting: u32,
+    /// Its workers, counted (index.rs).
+    pub(super) tally: index::Tally,
 }
 
 impl Pool {
@@ -136,6 +142,7 @@ impl Pool {
             watching: false,
             counters: PoolCounters::default(),
             waiting: 0,
+            tally: index::Tally::default(),
         }
     }
 }
@@ -143,18 +150,9 @@ impl Pool {
 impl Supervisor {
     /// Workers of a pool: (all live, current-generation ready-or-starting).
     pub fn pool_counts(&self, pool: PoolId) -> (u32, u32) {
-        let generation = self.pools.get(&pool).map_or(0, |p| p.generation);
-        let mut active = 0;
-        let mut ready = 0;
-        for w in self.workers.values().filter(|w| w.pool == pool) {
-            if w.state != WorkerState::Exiting {
-                active += 1;
-            }
-            if w.generation == generation && w.is_idle() && !w.recycle.hupped() {
-                ready += 1;
-            }
-        }
-        (active, ready)
+        self.pools
+            .get(&pool)
+            .map_or((0, 0), |p| (p.tally.active, p.tally.ready))
     }
 
     /// Connections wait and no worker is ready: fork one per waiting connection (as far as
@@ -170,6 +168,8 @@ impl Supervisor {
         if let Some(p) = self.pools.get_mut(&pool) {
             p.waiting = waiting;
         }
+        // Its watch is looked at again even when nothing may be forked now.
+        self.touched.insert(pool);
         for _ in 0..waiting.max(1) {
             if !self.wants_watch(pool, now.mono) && !self.may_fork_for_waiting(pool, now.mono) {
                 break;
@@ -235,22 +235,23 @@ impl Supervisor {
             }
             return;
         }
-        let Some(worker) = self.workers.get_mut(&note.pid) else {
+        let Some((before, worker)) = self.update_worker(note.pid, |worker| {
+            let before = worker.state;
+            worker.state = match (worker.state, message) {
+                (WorkerState::Exiting, _) => WorkerState::Exiting,
+                (_, Message::Exiting) => WorkerState::Exiting,
+                (_, Message::Available) => WorkerState::Ready,
+                (_, Message::Unavailable) | (_, Message::Connection) => WorkerState::Busy,
+                (WorkerState::Busy, Message::ConnectionMulti) => WorkerState::Ready,
+                (state, Message::ConnectionMulti) => state,
+            };
+            if matches!(message, Message::Connection | Message::ConnectionMulti) {
+                worker.served = true;
+            }
+            (before, worker.clone())
+        }) else {
             return;
         };
-        let before = worker.state;
-        worker.state = match (worker.state, message) {
-            (WorkerState::Exiting, _) => WorkerState::Exiting,
-            (_, Message::Exiting) => WorkerState::Exiting,
-            (_, Message::Available) => WorkerState::Ready,
-            (_, Message::Unavailable) | (_, Message::Connection) => WorkerState::Busy,
-            (WorkerState::Busy, Message::ConnectionMulti) => WorkerState::Ready,
-            (state, Message::ConnectionMulti) => state,
-        };
-        if matches!(message, Message::Connection | Message::ConnectionMulti) {
-            worker.served = true;
-        }
-        let worker = worker.clone();
         if before == WorkerState::Starting && worker.state == WorkerState::Ready {
             // It told us it is ready before its first client: this pool's workers announce.
             if let Some(p) = self.pools.get_mut(&pool) {
@@ -338,8 +339,8 @@ impl Supervisor {
 
     /// Keeps every pool at its prefork and the listener watches in step with the pools.
     pub(super) fn maintain(&mut self, now: Now, out: &mut Vec<Action>) {
-        let ids: Vec<PoolId> = self.pools.keys().copied().collect();
-        for id in ids {
+        let ids = std::mem::take(&mut self.touched);
+        for &id in &ids {
             if self.phase == Phase::Running {
                 self.make_room_for_replacement(id, now);
                 while self.wants_fork(id) && self.fork_allowed_at(id).is_none_or(|t| t <= now.mono)
@@ -357,26 +358,49 @@ impl Supervisor {
                     });
                 }
             }
+            let due = self.pool_due(id);
+            self.pool_timers.set(id, due);
         }
-        // Pools of gone services with no worker left are forgotten.
-        let empty: Vec<PoolId> = self
-            .pools
-            .keys()
-            .filter(|id| self.services.get(&id.service).is_none_or(|s| s.retiring))
-            .filter(|id| !self.workers.values().any(|w| w.pool == **id))
-            .copied()
-            .collect();
+        // Maintaining changes no worker: nothing it did needs another look in this input.
+        self.touched.clear();
+        self.forget_retired(&ids);
+    }
+
+    /// Pools of gone services with no worker left are forgotten, and then gone services
+    /// with no pool left: among `ids`, or everywhere after a reload or a stop.
+    fn forget_retired(&mut self, ids: &BTreeSet<PoolId>) {
+        let retired = |sup: &Supervisor, id: &PoolId| {
+            sup.services.get(&id.service).is_none_or(|s| s.retiring)
+                && sup.pools.get(id).is_some_and(|p| p.tally.pids.is_empty())
+        };
+        let sweep = std::mem::take(&mut self.sweep_services);
+        let empty: Vec<PoolId> = if sweep {
+            self.pools
+                .keys()
+                .filter(|id| retired(self, id))
+                .copied()
+                .collect()
+        } else {
+            ids.iter().filter(|id| retired(self, id)).copied().collect()
+        };
+        let mut services: BTreeSet<ServiceKey> = empty.iter().map(|id| id.service).collect();
         for id in empty {
             self.pools.remove(&id);
+            self.pool_timers.set(id, None);
         }
-        let gone: Vec<ServiceKey> = self
-            .services
-            .iter()
-            .filter(|(k, s)| s.retiring && !self.pools.keys().any(|p| p.service == **k))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in gone {
-            self.services.remove(&key);
+        if sweep {
+            services.extend(
+                self.services
+                    .iter()
+                    .filter(|(_, s)| s.retiring)
+                    .map(|(k, _)| *k),
+            );
+        }
+        for key in services {
+            if self.services.get(&key).is_some_and(|s| s.retiring) && self.pools_of(key).is_empty()
+            {
+                self.services.remove(&key);
+            }
         }
     }
 
@@ -397,11 +421,14 @@ impl Supervisor {
         if active + in_flight < limits.maxchild || ready + in_flight >= limits.prefork {
             return;
         }
-        let leaving = self.workers.values().any(|w| {
-            w.pool == id
-                && w.state != WorkerState::Exiting
-                && (w.recycle.hupped() || w.recycle.held_until().is_some_and(|t| t <= now.mono))
-        });
+        // Sent SIGHUP, or on a hold that has ended: on its way out already.
+        let leaving = pool.tally.leaving > 0
+            || pool.tally.held.iter().any(|(_, pid)| {
+                self.workers.get(pid).is_some_and(|w| {
+                    w.state != WorkerState::Exiting
+                        && w.recycle.held_until().is_some_and(|t| t <= now.mono)
+                })
+            });
         if !leaving {
             self.retire_one_held(id, now);
         }
@@ -419,7 +446,13 @@ impl Supervisor {
         let (active, ready) = self.pool_counts(id);
         let active = active + pool.in_flight;
         let ready = ready + pool.in_flight;
-        active < service.limits.maxchild && ready < service.limits.prefork
+        // A pool whose workers announce is refilled a few at a time, the next as each says it
+        // is ready: the loop then reads those notes (and retires the old workers they
+        // replace) between forks rather than after thousands of them. The first fill, before
+        // any worker has announced, is not held back.
+        let room_to_start =
+            !pool.announces || pool.in_flight + pool.tally.starting < MAX_STARTING_PER_POOL;
+        active < service.limits.maxchild && ready < service.limits.prefork && room_to_start
     }
 
     /// Watch the listener only while a connection would need a new worker and one may be
@@ -483,6 +516,7 @@ impl Supervisor {
         };
         pool.in_flight += 1;
         pool.counters.forks += 1;
+        self.touched.insert(id);
         if rate > 0 {
             while pool
                 .recent_forks
@@ -523,6 +557,7 @@ impl Supervisor {
         pool.times_throttled += 1;
         pool.ready_fails = 0;
         pool.throttled_until = Some(now.mono + pause);
+        self.touched.insert(id);
         let message = format!(
             "too many failures for service {name} (workers ending before they serve): \
              refusing connections for {}s, then retrying",
@@ -534,13 +569,11 @@ impl Supervisor {
     }
 
     pub(super) fn send_hup(&mut self, pid: Pid, now: Now, out: &mut Vec<Action>) {
-        if let Some(w) = self.workers.get_mut(&pid) {
-            if w.recycle.hup(now.mono) {
-                out.push(Action::Signal {
-                    pid,
-                    signal: Sig::Hup,
-                });
-            }
+        if self.update_worker(pid, |w| w.recycle.hup(now.mono)) == Some(true) {
+            out.push(Action::Signal {
+                pid,
+                signal: Sig::Hup,
+            });
         }
     }
 
@@ -589,74 +622,18 @@ impl Supervisor {
             .with(Field::Count, count);
     }
 
-    /// Held workers whose hold is over get SIGHUP; recycled workers that outstay the drain
-    /// get SIGTERM, then SIGKILL.
-    pub(super) fn tick_recycled_workers(&mut self, now: Now, out: &mut Vec<Action>) {
-        let mut pids: Vec<Pid> = self.workers.keys().copied().collect();
-        pids.sort_unstable();
-        for pid in pids {
-            let Some(w) = self.workers.get(&pid) else {
-                continue;
-            };
-            let pool_gen = self
-                .pools
-                .get(&w.pool)
-                .map_or(w.generation, |p| p.generation);
-            let too_old = pool_gen.saturating_sub(w.generation) > MAX_LIVE_GENERATIONS;
-            if w.recycle.held_until().is_some_and(|t| now.mono >= t) {
-                self.send_hup(pid, now, out);
-                continue;
-            }
-            let pool = w.pool;
-            // Decided first, so that names are looked up only for a worker signalled now.
-            let (signal, message) = match w.recycle {
-                Recycle::Termed { at, .. } if now.mono >= at + self.settings.stop_timeout => (
-                    Sig::Kill,
-                    format!(
-                        "{}: worker {pid} ignored SIGTERM: SIGKILL",
-                        self.pool_name(pool)
-                    ),
-                ),
-                Recycle::Hupped { at }
-                    if too_old || now.mono >= at + self.settings.drain_timeout =>
-                {
-                    (
-                        Sig::Term,
-                        format!(
-                            "{}: worker {pid} still running {:.0}s after it was recycled: SIGTERM",
-                            self.pool_name(pool),
-                            (now.mono - at).as_secs_f64()
-                        ),
-                    )
-                }
-                _ => continue,
-            };
-            let event = match signal {
-                Sig::Kill => LogEvent::WorkerKilled,
-                _ => LogEvent::WorkerOverstayed,
-            };
-            self.pool_log(Level::Warn, event, pool, message)
-                .with(Field::Pid, pid);
-            if let Some(w) = self.workers.get_mut(&pid) {
-                if signal == Sig::Kill {
-                    w.recycle.kill();
-                } else {
-                    w.recycle.term(now.mono);
-                }
-            }
-            out.push(Action::Signal { pid, signal });
-        }
-    }
-
     /// Throttled pools whose pause is over.
     pub(super) fn tick_throttled_pools(&mut self, now: Now, out: &mut Vec<Action>) {
-        let resumed: Vec<PoolId> = self
-            .pools
-            .iter()
-            .filter(|(_, p)| p.throttled_until.is_some_and(|t| now.mono >= t))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in resumed {
+        // Every pool due is maintained (its timer is set again there); those whose throttle
+        // is over resume.
+        let due = self.pool_timers.take_due(now.mono);
+        self.touched.extend(due.iter().copied());
+        let resumed = due.into_iter().filter(|id| {
+            self.pools
+                .get(id)
+                .is_some_and(|p| p.throttled_until.is_some_and(|t| now.mono >= t))
+        });
+        for id in resumed.collect::<Vec<_>>() {
             if let Some(p) = self.pools.get_mut(&id) {
                 p.throttled_until = None;
                 p.ready_fails = 0;
@@ -667,29 +644,12 @@ impl Supervisor {
         }
     }
 
-    /// The next hold that ends, recycled worker past the drain, or SIGKILL due.
-    pub(super) fn workers_deadline(&self) -> Option<Instant> {
-        let mut next = None;
-        for w in self.workers.values() {
-            let due = match w.recycle {
-                Recycle::Held { until } => Some(until),
-                Recycle::Hupped { at } => Some(at + self.settings.drain_timeout),
-                Recycle::Termed { at, .. } => Some(at + self.settings.stop_timeout),
-                Recycle::Serving | Recycle::Killed { .. } => None,
-            };
-            next = earliest(next, due);
-        }
-        next
-    }
-
-    /// The next throttle that ends, or fork the rate allows to a pool that wants one.
-    pub(super) fn pools_deadline(&self) -> Option<Instant> {
-        let mut next = None;
-        for (id, pool) in &self.pools {
-            next = earliest(next, pool.throttled_until);
-            if self.wants_fork(*id) || self.rate_holds_watch(*id) {
-                next = earliest(next, self.fork_allowed_at(*id));
-            }
+    /// A pool's next moment: its throttle ends, or the rate allows a fork it wants.
+    pub(super) fn pool_due(&self, id: PoolId) -> Option<Instant> {
+        let pool = self.pools.get(&id)?;
+        let mut next = pool.throttled_until;
+        if self.wants_fork(id) || self.rate_holds_watch(id) {
+            next = earliest(next, self.fork_allowed_at(id));
         }
         next
     }

@@ -1,7 +1,10 @@
 //! A worker's recycling lifecycle: which of SIGHUP, SIGTERM and SIGKILL the master sent it,
-//! and every transition between them.
+//! every transition between them, and the timers that send the next one.
 
 use std::time::Instant;
+
+use super::pools::MAX_LIVE_GENERATIONS;
+use super::*;
 
 /// A worker's way out, apart from what it says of itself (`WorkerState`): each signal is
 /// sent at most once, and only forward (SIGHUP, then SIGTERM, then SIGKILL).
@@ -82,5 +85,67 @@ impl Recycle {
         *self = Self::Killed {
             hupped: self.hupped(),
         };
+    }
+}
+
+impl Supervisor {
+    /// Held workers whose hold is over get SIGHUP; recycled workers that outstay the drain
+    /// get SIGTERM, then SIGKILL.
+    pub(super) fn tick_recycled_workers(&mut self, now: Now, out: &mut Vec<Action>) {
+        for pid in self.worker_timers.take_due(now.mono) {
+            let Some(w) = self.workers.get(&pid) else {
+                continue;
+            };
+            // Taken off the timers: set again below, whatever happens.
+            let due = self.worker_due(w);
+            self.worker_timers.set(pid, due);
+            let pool_gen = self
+                .pools
+                .get(&w.pool)
+                .map_or(w.generation, |p| p.generation);
+            let too_old = pool_gen.saturating_sub(w.generation) > MAX_LIVE_GENERATIONS;
+            if w.recycle.held_until().is_some_and(|t| now.mono >= t) {
+                self.send_hup(pid, now, out);
+                continue;
+            }
+            let pool = w.pool;
+            // Decided first, so that names are looked up only for a worker signalled now.
+            let (signal, message) = match w.recycle {
+                Recycle::Termed { at, .. } if now.mono >= at + self.settings.stop_timeout => (
+                    Sig::Kill,
+                    format!(
+                        "{}: worker {pid} ignored SIGTERM: SIGKILL",
+                        self.pool_name(pool)
+                    ),
+                ),
+                Recycle::Hupped { at }
+                    if too_old || now.mono >= at + self.settings.drain_timeout =>
+                {
+                    (
+                        Sig::Term,
+                        format!(
+                            "{}: worker {pid} still running {:.0}s after it was recycled: SIGTERM",
+                            self.pool_name(pool),
+                            (now.mono - at).as_secs_f64()
+                        ),
+                    )
+                }
+                _ => continue,
+            };
+            let event = match signal {
+                Sig::Kill => LogEvent::WorkerKilled,
+                _ => LogEvent::WorkerOverstayed,
+            };
+            self.pool_log(Level::Warn, event, pool, message)
+                .with(Field::Pid, pid);
+            self.update_worker(pid, |w| {
+                if signal == Sig::Kill {
+                    w.recycle.kill();
+                } else {
+                    w.recycle.term(now.mono);
+                }
+            });
+            out.push(Action::Signal { pid, signal });
+        }
     }
 }

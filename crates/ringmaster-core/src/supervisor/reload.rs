@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::pools::MAX_LIVE_GENERATIONS;
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, Listen};
 
 /// Workers that never announce readiness count as settled after living this long; a
 /// coalesced reload waits at most [`SETTLE_LIMIT`] for a reload to settle.
@@ -17,6 +18,40 @@ const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// A reload whose new services' sockets are being bound: nothing old is retired before
 /// every new bind has answered, so a bind that fails leaves the old service serving.
+/// What a reload left once it settled: services, workers on the new configuration, old
+/// workers draining, sockets that could not be bound.
+struct ReloadCounts {
+    services: usize,
+    current: u32,
+    draining: u32,
+    bind_errors: usize,
+}
+
+impl ReloadCounts {
+    fn add_fields(&self, record: &mut LogRecord) {
+        record
+            .with(Field::Services, self.services)
+            .with(Field::Workers, self.current)
+            .with(Field::Draining, self.draining)
+            .with(Field::BindErrors, self.bind_errors);
+    }
+}
+
+/// "3 services, 6 workers on the new configuration, 2 old workers draining, 1 bind errors".
+impl std::fmt::Display for ReloadCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} services, {} workers on the new configuration, {} old workers draining",
+            self.services, self.current, self.draining
+        )?;
+        match self.bind_errors {
+            0 => Ok(()),
+            n => write!(f, ", {n} bind errors"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct PendingReload {
     pub(super) config: Config,
@@ -26,7 +61,7 @@ pub(super) struct PendingReload {
     /// New services (already on the new configuration: not recycled).
     pub(super) added: Vec<ServiceKey>,
     /// New services whose bind has not answered yet.
-    pub(super) binding: Vec<ServiceKey>,
+    pub(super) binding: BTreeSet<ServiceKey>,
     /// New services whose bind failed.
     pub(super) failed: Vec<ServiceKey>,
 }
@@ -120,30 +155,32 @@ impl Supervisor {
             .reload
             .applied_at
             .is_none_or(|t| now.mono < t + SETTLE_LIMIT);
+        let counts = self.reload_counts();
         let bind_errors = std::mem::take(&mut self.reload.bind_errors);
-        if settled {
+        let record = if settled {
             self.logs
                 .info(
                     LogEvent::ReloadSettled,
                     format!(
-                        "reload {} complete: every service has its workers ready",
+                        "reload {} complete: every service has its workers ready ({counts})",
                         self.reload.last_id
                     ),
                 )
-                .with(Field::Reload, self.reload.last_id);
+                .with(Field::Reload, self.reload.last_id)
         } else {
             self.logs
                 .info(
                     LogEvent::ReloadSettled,
                     format!(
-                        "reload {} complete: not every service had its workers ready within {} s",
+                        "reload {} complete: not every service had its workers ready within {} s ({counts})",
                         self.reload.last_id,
                         SETTLE_LIMIT.as_secs()
                     ),
                 )
                 .with(Field::Reload, self.reload.last_id)
-                .with(Field::Seconds, SETTLE_LIMIT.as_secs());
-        }
+                .with(Field::Seconds, SETTLE_LIMIT.as_secs())
+        };
+        counts.add_fields(record);
         self.finish_report(
             ReloadResult::Applied {
                 bind_errors,
@@ -152,6 +189,19 @@ impl Supervisor {
             now,
             out,
         );
+    }
+
+    /// What the reload left, for its "complete" line. Walks the workers once.
+    fn reload_counts(&self) -> ReloadCounts {
+        let draining = self.draining_workers();
+        ReloadCounts {
+            services: self.services.values().filter(|s| !s.retiring).count(),
+            current: u32::try_from(self.workers.len())
+                .unwrap_or(u32::MAX)
+                .saturating_sub(draining),
+            draining,
+            bind_errors: self.reload.bind_errors.len(),
+        }
     }
 
     fn finish_report(&mut self, result: ReloadResult, now: Now, out: &mut Vec<Action>) {
@@ -182,17 +232,22 @@ impl Supervisor {
             if service.retiring || pool.throttled_until.is_some() {
                 return true;
             }
-            let settled = self
-                .workers
-                .values()
-                .filter(|w| w.pool == *id && w.generation == pool.generation)
-                .filter(|w| match w.state {
-                    WorkerState::Ready | WorkerState::Busy => true,
-                    WorkerState::Starting => !pool.announces && now >= w.forked_at + SETTLE_AGE,
-                    WorkerState::Exiting => false,
-                })
+            let want = u64::from(service.limits.prefork.min(service.limits.maxchild));
+            let settled = u64::from(pool.tally.settled);
+            if settled >= want || pool.announces || pool.tally.starting == 0 {
+                return settled >= want;
+            }
+            // Only here do workers have to be looked at: those that never announce settle
+            // by age.
+            let aged = pool
+                .tally
+                .pids
+                .iter()
+                .filter_map(|pid| self.workers.get(pid))
+                .filter(|w| w.generation == pool.generation && w.state == WorkerState::Starting)
+                .filter(|w| now >= w.forked_at + SETTLE_AGE)
                 .count();
-            settled as u64 >= u64::from(service.limits.prefork.min(service.limits.maxchild))
+            settled + aged as u64 >= want
         })
     }
 
@@ -209,22 +264,32 @@ impl Supervisor {
         self.reload.applied_at = Some(now.mono);
 
         // Services: same (name, listen, proto) keeps its sockets; everything else binds anew.
-        let mut kept = Vec::new();
+        let mut kept = BTreeSet::new();
         let mut added = Vec::new();
-        for spec in &new.services {
-            let same = self.services.iter().find(|(_, s)| {
-                !s.retiring
-                    && s.spec.name == spec.name
-                    && s.spec.listen == spec.listen
-                    && s.spec.proto == spec.proto
-            });
-            match same.map(|(k, _)| *k) {
+        // The first running service of each (name, listen, proto), found without a scan
+        // per entry (thousands of services).
+        let mut running: HashMap<(&str, &Listen, _), ServiceKey> = HashMap::new();
+        for (k, s) in self.services.iter().filter(|(_, s)| !s.retiring) {
+            let identity = (s.spec.name.as_str(), &s.spec.listen, s.spec.proto);
+            running.entry(identity).or_insert(*k);
+        }
+        let matches: Vec<Option<ServiceKey>> = new
+            .services
+            .iter()
+            .map(|spec| {
+                let identity = (spec.name.as_str(), &spec.listen, spec.proto);
+                running.get(&identity).copied()
+            })
+            .collect();
+        drop(running);
+        for (spec, same) in new.services.iter().zip(matches) {
+            match same {
                 Some(key) => {
                     if let Some(s) = self.services.get_mut(&key) {
                         s.spec = spec.clone();
                         s.limits = PoolLimits::of(spec);
                     }
-                    kept.push(key);
+                    kept.insert(key);
                 }
                 None => added.push(spec.clone()),
             }
@@ -247,8 +312,8 @@ impl Supervisor {
             config: new,
             untouched,
             releases,
-            added: binding.clone(),
-            binding,
+            binding: binding.iter().copied().collect(),
+            added: binding,
             failed: Vec::new(),
         }));
         self.finish_reload_if_bound(now, out);
@@ -269,9 +334,7 @@ impl Supervisor {
         let Some(pending) = self.reload.applying.as_mut() else {
             return;
         };
-        let before = pending.binding.len();
-        pending.binding.retain(|k| *k != key);
-        if pending.binding.len() == before {
+        if !pending.binding.remove(&key) {
             return;
         }
         if let Some(error) = failed {
@@ -304,7 +367,7 @@ impl Supervisor {
         } = *pending;
         // A new entry that could not bind leaves the service it replaces (same name)
         // serving as it was: no new generation, no recycling.
-        let mut not_recycled: Vec<ServiceKey> = added;
+        let mut not_recycled: BTreeSet<ServiceKey> = added.into_iter().collect();
         for key in failed {
             let Some(name) = self.services.get(&key).map(|s| s.spec.name.clone()) else {
                 continue;
@@ -316,7 +379,7 @@ impl Supervisor {
             });
             if let Some(old) = predecessor {
                 releases.retain(|k| *k != old);
-                not_recycled.push(old);
+                not_recycled.insert(old);
                 self.services.remove(&key);
                 if let Some(s) = self.services.get(&old) {
                     self.logs
@@ -365,6 +428,7 @@ impl Supervisor {
         self.config = new;
         self.reload.settling = true;
         self.reload.recheck_at = None;
+        self.touch_all_pools();
         // The reload may have retired or replaced the services that held the ready file back.
         self.check_started(out);
     }
@@ -372,23 +436,20 @@ impl Supervisor {
     /// Retires one old worker kept for `pool`, now that a new one is ready: an idle one if
     /// there is one (it leaves at once), else a busy one (it finishes its client first).
     pub(super) fn retire_one_held(&mut self, pool: PoolId, now: Now) {
-        let held = self
-            .workers
-            .iter()
-            .filter(|(_, w)| {
-                // Not one whose hold already ends now: several replacements in one batch of
-                // notes each retire their own.
-                w.pool == pool && w.recycle.held_until().is_some_and(|t| t > now.mono)
-            })
-            .map(|(pid, w)| (w.state != WorkerState::Ready, *pid))
-            .min()
-            .map(|(_, pid)| pid);
+        let Some(tally) = self.pools.get(&pool).map(|p| &p.tally) else {
+            return;
+        };
+        // In retiring order; not one whose hold already ends now: several replacements in
+        // one batch of notes each retire their own.
+        let held = tally.held.iter().map(|(_, pid)| *pid).find(|pid| {
+            self.workers
+                .get(pid)
+                .is_some_and(|w| w.recycle.held_until().is_some_and(|t| t > now.mono))
+        });
         if let Some(pid) = held {
             // The caller's `out` is not reachable here without a borrow tangle, so the hold
             // simply ends now; `on_timers` sends the SIGHUP in this same `handle` call.
-            if let Some(w) = self.workers.get_mut(&pid) {
-                w.recycle.end_hold(now.mono);
-            }
+            self.update_worker(pid, |w| w.recycle.end_hold(now.mono));
         }
     }
 
@@ -459,23 +520,23 @@ impl Supervisor {
         let Some(pool) = self.pools.get_mut(&id) else {
             return;
         };
-        if !retiring {
-            pool.generation += 1;
-        }
+        let generation = pool.generation + u64::from(!retiring);
         pool.ready_fails = 0;
         pool.last_ready_fail = None;
         pool.times_throttled = 0;
         if pool.throttled_until.take().is_some() {
             out.push(Action::Resume { pool: id });
         }
-        let (generation, announces) = (pool.generation, pool.announces);
-        let mut pids: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.pool == id && (retiring || w.generation < generation))
-            .map(|(pid, _)| *pid)
-            .collect();
-        pids.sort_unstable();
+        let announces = pool.announces;
+        self.set_generation(id, generation);
+        let pids: Vec<Pid> = self.pools.get(&id).map_or_else(Vec::new, |p| {
+            let old = |pid: &&Pid| {
+                self.workers
+                    .get(pid)
+                    .is_some_and(|w| retiring || w.generation < generation)
+            };
+            p.tally.pids.iter().filter(old).copied().collect()
+        });
         // Busy workers are all kept (told to go now, they would leave after their client
         // with no replacement ready); idle ones only as many as replacements will come.
         let busy = pids
@@ -490,10 +551,14 @@ impl Supervisor {
             s.limits.prefork.min(s.limits.maxchild).saturating_sub(busy)
         });
         for pid in pids {
-            let Some(w) = self.workers.get_mut(&pid) else {
+            let Some(w) = self.workers.get(&pid) else {
                 continue;
             };
             if w.recycle.hupped() {
+                if generation.saturating_sub(w.generation) > MAX_LIVE_GENERATIONS {
+                    // Too old to wait for the drain: `tick_recycled_workers` sends SIGTERM.
+                    self.worker_timers.set(pid, Some(now.mono));
+                }
                 continue;
             }
             let serving = match w.state {
@@ -508,7 +573,7 @@ impl Supervisor {
                 // Keep serving, idle or busy, until a new worker says it is ready to take
                 // its place: clients never wait on a start. A storm of reloads does not
                 // push the limit back.
-                w.recycle.hold(now.mono + HOLD_LIMIT);
+                self.update_worker(pid, |w| w.recycle.hold(now.mono + HOLD_LIMIT));
             } else {
                 self.send_hup(pid, now, out);
             }

@@ -46,6 +46,8 @@ pub struct PoolCounters {
     pub exits: [u64; 4],
     /// Workers that failed before serving (Cyrus's `nreadyfails`).
     pub ready_fails: u64,
+    /// The last fork or exec failure of this pool's workers, as logged.
+    pub last_exec_error: Option<String>,
 }
 
 impl PoolCounters {
@@ -100,7 +102,9 @@ impl WorkerCounts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolStatus {
     pub service: String,
-    /// `CYRUS_ID`-style family tag: 4, 6, or 0 for unix sockets (see `PoolId`).
+    /// The socket's number among the entry's, as `CYRUS_ID` (0, then 1 for a second address
+    /// family; see `PoolId`). Which address family it is, only the shell knows (the metrics
+    /// ask the bound socket).
     pub family: u8,
     pub listen: String,
     pub proto: String,

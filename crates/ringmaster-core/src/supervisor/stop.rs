@@ -50,13 +50,11 @@ impl Supervisor {
         };
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
-            if let Some(w) = self.workers.get_mut(&pid) {
-                if w.recycle.term(now.mono) {
-                    out.push(Action::Signal {
-                        pid,
-                        signal: Sig::Term,
-                    });
-                }
+            if self.update_worker(pid, |w| w.recycle.term(now.mono)) == Some(true) {
+                out.push(Action::Signal {
+                    pid,
+                    signal: Sig::Term,
+                });
             }
         }
         // Told to exit, the workers close the sockets themselves: shutting them down under
@@ -114,8 +112,9 @@ impl Supervisor {
                 signal: Sig::Kill,
             });
         }
-        for w in self.workers.values_mut() {
-            w.recycle.kill();
+        let pids: Vec<Pid> = self.workers.keys().copied().collect();
+        for pid in pids {
+            self.update_worker(pid, |w| w.recycle.kill());
         }
         self.leftovers.signal_all(Sig::Kill, out);
     }
@@ -136,7 +135,7 @@ impl Supervisor {
     }
 
     pub(super) fn exit_if_empty(&mut self, out: &mut Vec<Action>) {
-        if self.children().is_empty() && self.phase != Phase::Exited {
+        if self.no_children() && self.phase != Phase::Exited {
             self.logs.info(
                 LogEvent::AllExited,
                 "all children have exited, closing down",

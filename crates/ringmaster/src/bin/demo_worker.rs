@@ -135,6 +135,42 @@ fn converse(stream: &mut Stream, banner: &str, worker: &Worker) -> io::Result<()
     }
 }
 
+/// The first line a client reads: --banner-file's first line, --banner, or the default.
+fn banner(args: &Args, worker: &Worker) -> String {
+    match (&args.banner_file, &args.banner) {
+        (Some(path), _) => match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().next().unwrap_or("").to_string(),
+            Err(e) => {
+                eprintln!("cannot read banner file {}: {e}", path.display());
+                worker.exit(EXIT_CONFIG);
+            }
+        },
+        (None, Some(b)) => b.clone(),
+        (None, None) => format!(
+            "* OK ringmaster demo {} pid {} ready",
+            worker.service(),
+            worker.pid()
+        ),
+    }
+}
+
+fn options(args: &Args) -> Options {
+    Options {
+        announce: !args.no_announce,
+        max_uses: args.max_uses,
+        on_hangup: if args.ignore_hup {
+            OnHangup::Ignore
+        } else {
+            OnHangup::Recycle
+        },
+        on_terminate: if args.ignore_term {
+            OnTerminate::Ignore
+        } else {
+            OnTerminate::Exit
+        },
+    }
+}
+
 fn main() {
     let args = Args::parse();
     if args.crash_at_start {
@@ -164,35 +200,8 @@ fn main() {
     if args.start_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.start_delay_ms));
     }
-    let banner = match (&args.banner_file, &args.banner) {
-        (Some(path), _) => match std::fs::read_to_string(path) {
-            Ok(text) => text.lines().next().unwrap_or("").to_string(),
-            Err(e) => {
-                eprintln!("cannot read banner file {}: {e}", path.display());
-                worker.exit(EXIT_CONFIG);
-            }
-        },
-        (None, Some(b)) => b.clone(),
-        (None, None) => format!(
-            "* OK ringmaster demo {} pid {} ready",
-            worker.service(),
-            worker.pid()
-        ),
-    };
-    let options = Options {
-        announce: !args.no_announce,
-        max_uses: args.max_uses,
-        on_hangup: if args.ignore_hup {
-            OnHangup::Ignore
-        } else {
-            OnHangup::Recycle
-        },
-        on_terminate: if args.ignore_term {
-            OnTerminate::Ignore
-        } else {
-            OnTerminate::Exit
-        },
-    };
+    let banner = banner(&args, &worker);
+    let options = options(&args);
     let datagram = match worker.is_datagram() {
         Ok(d) => d,
         Err(e) => {

@@ -36,6 +36,22 @@ impl Poller {
         Ok(())
     }
 
+    /// Watch `fd`, already added, for writability instead of readability (`writable`), or
+    /// for readability again: a reply that did not fit in the socket's buffer waits for room
+    /// (the control socket's and the metrics endpoint's connections). A peer that hangs up
+    /// still wakes us (EPOLLHUP/EPOLLERR are always reported); one that sends while not
+    /// reading does not, so it cannot spin the loop.
+    pub fn set_writable(&self, fd: BorrowedFd<'_>, token: u64, writable: bool) -> io::Result<()> {
+        let flags = if writable {
+            EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN
+        };
+        let mut event = EpollEvent::new(flags, token);
+        self.epoll.modify(fd, &mut event)?;
+        Ok(())
+    }
+
     /// Stop watching `fd`. Close the descriptor only after this (epoll tracks the open file
     /// description, which a dup elsewhere, e.g. in a worker, may keep alive).
     pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -59,9 +59,9 @@ pub struct ExecSpec {
     pub status_fd: Option<RawFd>,
     /// Placed on fd 4 with CLOEXEC cleared; None leaves fd 4 closed in the child.
     pub listen_fd: Option<RawFd>,
-    /// RLIMIT_NOFILE (soft and hard) for the child; an unprivileged master that cannot raise
+    /// RLIMIT_NOFILE (soft, hard) for the child; an unprivileged master that cannot raise
     /// the hard limit gets the soft limit clamped to it instead.
-    pub nofile_limit: Option<u64>,
+    pub nofile_limit: Option<(u64, u64)>,
     /// Identity to take before exec; None keeps the master's. A master that is not root may
     /// pass its own identity (nothing is changed then); anything else fails with EPERM.
     pub credentials: Option<Credentials>,
@@ -150,7 +150,7 @@ struct ChildPlan<'a> {
     envp: Vec<*const c_char>,
     status_fd: Option<RawFd>,
     listen_fd: Option<RawFd>,
-    nofile_limit: Option<libc::rlim_t>,
+    nofile_limit: Option<(libc::rlim_t, libc::rlim_t)>,
     credentials: Option<&'a Credentials>,
     death_signal: bool,
     cwd: Option<&'a CStr>,
@@ -340,13 +340,14 @@ unsafe fn run_child(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
     unsafe { child_steps(plan, report) }
 }
 
-/// Step (c) of [`child_steps`], with its safety contract: RLIMIT_NOFILE to `limit`, or to the
-/// hard limit when an unprivileged master may not raise it.
+/// Step (c) of [`child_steps`], with its safety contract: RLIMIT_NOFILE to (`limit`, `hard`),
+/// or the soft one clamped to the current hard limit when an unprivileged master may not
+/// raise it.
 #[allow(unsafe_op_in_unsafe_fn)]
-unsafe fn set_file_limit(limit: libc::rlim_t, report: &AtomicU64) {
+unsafe fn set_file_limit(limit: libc::rlim_t, hard: libc::rlim_t, report: &AtomicU64) {
     let wanted = libc::rlimit {
         rlim_cur: limit,
-        rlim_max: limit,
+        rlim_max: hard,
     };
     if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
         let mut current = libc::rlimit {
@@ -439,8 +440,8 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
     }
 
     // (c) RLIMIT_NOFILE.
-    if let Some(limit) = plan.nofile_limit {
-        set_file_limit(limit, report);
+    if let Some((limit, hard)) = plan.nofile_limit {
+        set_file_limit(limit, hard, report);
     }
 
     // (d) default dispositions for every signal the master does not leave at SIG_DFL. The

@@ -12,8 +12,8 @@ use super::clock;
 
 /// The local syslog socket.
 pub const DEV_LOG: &str = "/dev/log";
-/// Facility LOG_DAEMON.
-const FACILITY_DAEMON: u8 = 3 << 3;
+/// Facility LOG_DAEMON, the default.
+pub const FACILITY_DAEMON: u8 = 3 << 3;
 /// Longest message body sent; longer ones are cut (at a character boundary).
 const MAX_MESSAGE: usize = 8000;
 /// Least time between two reports of dropped lines: under a sustained flood a report per
@@ -51,6 +51,8 @@ pub struct Syslog {
     socket: Option<Socket>,
     path: PathBuf,
     ident: String,
+    /// The facility code, shifted (`LOG_MAIL` is 2 << 3).
+    facility: u8,
     line: Vec<u8>,
     dropped: u64,
     /// `dropped` as last reported, and when.
@@ -72,6 +74,7 @@ impl Syslog {
             socket: Some(socket),
             path: path.to_path_buf(),
             ident: ident.to_owned(),
+            facility: FACILITY_DAEMON,
             line: Vec::with_capacity(512),
             dropped: 0,
             reported: 0,
@@ -131,6 +134,12 @@ impl Syslog {
         false
     }
 
+    /// Log as `ident` with `facility` (from [`facility_code`]) from now on.
+    pub fn set_identity(&mut self, ident: &str, facility: u8) {
+        self.ident = ident.to_owned();
+        self.facility = facility;
+    }
+
     /// How many messages were dropped so far (full buffer, no daemon).
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -139,7 +148,7 @@ impl Syslog {
     fn format(&mut self, severity: Severity, message: &str) {
         use std::io::Write;
         self.line.clear();
-        let pri = FACILITY_DAEMON | severity as u8;
+        let pri = self.facility | severity as u8;
         let _ = write!(self.line, "<{pri}>");
         if let Ok(t) = clock::local_time(clock::unix_now()) {
             let month = MONTHS
@@ -159,6 +168,25 @@ impl Syslog {
         self.line
             .extend_from_slice(message.get(..end).unwrap_or_default().as_bytes());
     }
+}
+
+/// The facility code (shifted) of a name imapd.conf's `syslog_facility` may give, as Cyrus
+/// reads it (case-insensitive): DAEMON, MAIL, NEWS, USER, LOCAL0..LOCAL7.
+pub fn facility_code(name: &str) -> Option<u8> {
+    let code = match name.trim().to_ascii_uppercase().as_str() {
+        "USER" => 1,
+        "MAIL" => 2,
+        "DAEMON" => 3,
+        "NEWS" => 7,
+        local => {
+            let n: u8 = local.strip_prefix("LOCAL")?.parse().ok()?;
+            if n > 7 {
+                return None;
+            }
+            16 + n
+        }
+    };
+    Some(code << 3)
 }
 
 /// A nonblocking, close-on-exec datagram socket connected to `path`.
@@ -262,6 +290,24 @@ mod tests {
         log.send(Severity::Info, "two");
         assert!(receive(&server).ends_with("two"));
         assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn ident_and_facility_can_change() {
+        let dir = TempDir::new("syslog-ident");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let mut log = Syslog::connect_to(&path, "ringmaster").expect("connect");
+        let mail = facility_code("mail").expect("mail");
+        log.set_identity("cyrus/master", mail);
+        log.send(Severity::Info, "hello");
+        let line = receive(&server);
+        // LOG_MAIL (2) * 8 + LOG_INFO (6).
+        assert!(line.starts_with("<22>"), "{line}");
+        assert!(line.contains(" cyrus/master["), "{line}");
+        assert_eq!(facility_code("LOCAL6"), Some(22 << 3));
+        assert_eq!(facility_code("local8"), None);
+        assert_eq!(facility_code("kern"), None);
     }
 
     #[test]

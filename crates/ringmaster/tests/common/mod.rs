@@ -207,6 +207,14 @@ impl<'a> Start<'a> {
         let ready = dir.path("master.ready");
         let mut extra: Vec<String> = vec!["-r".into(), ready.display().to_string(), "-v".into()];
         extra.extend(self.args.iter().cloned());
+        // A control socket of its own, never the shared default.
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "-S" || a == "--control" || a == "--no-control")
+        {
+            extra.extend(["-S".into(), dir.path("control.sock").display().to_string()]);
+        }
         if is_root() && !self.args.iter().any(|a| a == "-u") {
             extra.extend(["-u".into(), "nobody".into()]);
         }
@@ -223,8 +231,13 @@ impl<'a> Start<'a> {
 
 impl Master {
     pub fn wait_ready(&mut self) {
+        self.wait_ready_for(WAIT);
+    }
+
+    /// As `wait_ready`, for a start-up that forks thousands of workers.
+    pub fn wait_ready_for(&mut self, limit: Duration) {
         let ready = self.ready.clone();
-        let ok = wait_until(WAIT, || ready.exists() || self.exited().is_some());
+        let ok = wait_until(limit, || ready.exists() || self.exited().is_some());
         assert!(
             ok && ready.exists(),
             "master not ready; log:\n{}",

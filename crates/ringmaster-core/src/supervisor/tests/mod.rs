@@ -15,9 +15,11 @@ use crate::config::{
 mod faults;
 mod leftovers;
 mod lifecycle;
+mod plan;
 mod pools;
 mod props;
 mod reload;
+mod scale;
 mod status;
 
 /// A fake runtime: carries out actions the way the real one does, without syscalls.
@@ -130,6 +132,8 @@ impl Harness {
         self.queue.push_back(input);
         while let Some(input) = self.queue.pop_front() {
             let actions = self.sup.handle(input, self.now);
+            // Every test also checks the indexes (index.rs) against a recount.
+            self.sup.check_invariants();
             for action in actions {
                 self.carry_out(action);
             }

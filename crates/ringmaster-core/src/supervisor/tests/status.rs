@@ -86,6 +86,32 @@ fn an_applied_reload_is_reported_once_it_settles() {
     assert_eq!(status.reloads.applied, 1);
     assert_eq!(status.reloads.last.as_ref(), Some(report));
     assert!(status.reload_in_progress.is_none());
+    // The "complete" line carries what the reload left, as fields.
+    let settled = h.logged(LogEvent::ReloadSettled);
+    assert_eq!(settled.len(), 1);
+    let fields: Vec<Option<&str>> = [
+        Field::Reload,
+        Field::Services,
+        Field::Workers,
+        Field::Draining,
+        Field::BindErrors,
+    ]
+    .iter()
+    .map(|&f| settled[0].field(f))
+    .collect();
+    assert_eq!(
+        fields,
+        [Some("1"), Some("1"), Some("2"), Some("1"), Some("0")],
+        "{:?}",
+        settled[0]
+    );
+    assert!(
+        settled[0]
+            .message
+            .contains("(1 services, 2 workers on the new configuration, 1 old workers draining)"),
+        "{}",
+        settled[0].message
+    );
 }
 
 #[test]
@@ -139,4 +165,20 @@ fn a_coalesced_request_is_answered_by_the_next_reload() {
     h.advance(Duration::from_millis(300));
     let ids: Vec<u64> = h.reloads.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn a_failed_spawn_is_the_pools_last_exec_error() {
+    let mut h = Harness::booted(config(vec![service("imap", 143, 1, None)]));
+    let role = h.spawned[0].1.role.clone();
+    assert_eq!(h.sup.status().pools[0].counters.last_exec_error, None);
+    h.feed(Input::SpawnFailed {
+        role,
+        error: "/usr/lib/cyrus/bin/imapd: Permission denied".into(),
+    });
+    let status = h.sup.status();
+    assert_eq!(
+        status.pools[0].counters.last_exec_error.as_deref(),
+        Some("/usr/lib/cyrus/bin/imapd: Permission denied")
+    );
 }

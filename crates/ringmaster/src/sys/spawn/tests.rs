@@ -91,7 +91,7 @@ fn child_gets_exactly_fds_0_to_4_a_clean_signal_state_and_its_env() {
     let mut spec = sh(FD_SCRIPT, &out);
     spec.status_fd = Some(status_w.as_raw_fd());
     spec.listen_fd = Some(listener.as_raw_fd());
-    spec.nofile_limit = Some(200);
+    spec.nofile_limit = Some((200, 200));
 
     // The child must start with an empty mask even though this thread blocks signals.
     let mut blocked = SigSet::empty();
