@@ -51,6 +51,11 @@ enum Cmd {
         /// Skip the floor master.
         #[arg(long)]
         no_floor: bool,
+        /// Also run the floor master with ringmaster's spawning policy (`-1`: one worker per
+        /// waiting connection, none while one is starting), which leaves only the spawn paths
+        /// to compare.
+        #[arg(long)]
+        floor_same_policy: bool,
     },
     /// Thousands of workers and services: start, SIGHUP recycle, stop and master CPU per
     /// pool size; start and on-demand connect latency per number of services.
@@ -598,8 +603,9 @@ fn print_reload_table(
     }
 }
 
-/// On-demand spawning under every master and, unless `no_floor`, the floor master.
-fn spawn(mut common: Common, no_floor: bool) {
+/// On-demand spawning under every master and, unless `no_floor`, the floor master (also
+/// with ringmaster's policy when `floor_same_policy`).
+fn spawn(mut common: Common, no_floor: bool, floor_same_policy: bool) {
     if common.c_worker && common.worker.is_none() {
         match cbuild::min_worker() {
             Ok(w) => common.worker = Some(w),
@@ -610,9 +616,16 @@ fn spawn(mut common: Common, no_floor: bool) {
         }
     }
     let mut masters = common.masters();
-    if !no_floor {
+    if !no_floor || floor_same_policy {
         match cbuild::floor_master() {
-            Ok(floor) => masters.push((Kind::Floor, floor)),
+            Ok(floor) => {
+                if !no_floor {
+                    masters.push((Kind::Floor, floor.clone()));
+                }
+                if floor_same_policy {
+                    masters.push((Kind::FloorSamePolicy, floor));
+                }
+            }
             Err(e) => eprintln!("note: no floor column: {e}"),
         }
     }
@@ -641,7 +654,11 @@ fn main() {
             let every = Duration::from_millis(interval_ms.max(1));
             reload_latency(&common, &common.spec(prefork, 0), every, turnover_uses);
         }
-        Cmd::Spawn { common, no_floor } => spawn(common, no_floor),
+        Cmd::Spawn {
+            common,
+            no_floor,
+            floor_same_policy,
+        } => spawn(common, no_floor, floor_same_policy),
         Cmd::Scale(args) => scalecmd::run(args),
         Cmd::Prefork { common, prefork } => {
             let title = format!(

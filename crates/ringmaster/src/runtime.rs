@@ -114,6 +114,8 @@ pub struct Runtime {
     last_report: Option<ringmaster_core::ReloadReport>,
     /// systemd, the metrics endpoint, Cyrus's report file.
     observe: observe::Observers,
+    /// The pool of each live worker, so that its pool's pipe is read before its exit is fed.
+    worker_pools: HashMap<i32, PoolId>,
 }
 
 /// Where a rate-limited log line comes from.
@@ -150,6 +152,7 @@ impl Runtime {
             control: None,
             last_report: None,
             observe: observe::Observers::new(),
+            worker_pools: HashMap::new(),
         })
     }
 
@@ -335,7 +338,20 @@ impl Runtime {
     }
 
     fn reap(&mut self) {
-        for child in sys::process::reap_all() {
+        let children = sys::process::reap_all();
+        // A worker writes its notes before it exits, but they may have come in since its
+        // pool's pipe was read: read them first, or a worker that served would be taken for
+        // one that exited before serving (and a few of those throttle the pool).
+        let mut pools: Vec<PoolId> = children
+            .iter()
+            .filter_map(|child| self.worker_pools.remove(&child.pid.as_raw()))
+            .collect();
+        pools.sort_unstable();
+        pools.dedup();
+        for pool in pools {
+            self.read_status(pool);
+        }
+        for child in children {
             let status = match child.kind {
                 sys::process::ExitKind::Exited(code) => ExitStatus::Code(code),
                 sys::process::ExitKind::Signaled { signal, core } => {
@@ -429,7 +445,12 @@ impl Runtime {
                 let role = request.role.clone();
                 let outcome = self.spawn(&request);
                 match outcome {
-                    Ok(pid) => self.answer(Input::Spawned { role, pid }),
+                    Ok(pid) => {
+                        if let Role::Worker { pool } = role {
+                            self.worker_pools.insert(pid, pool);
+                        }
+                        self.answer(Input::Spawned { role, pid })
+                    }
                     Err(error) => self.answer(Input::SpawnFailed { role, error }),
                 }
             }
