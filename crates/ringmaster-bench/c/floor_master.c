@@ -7,17 +7,24 @@
  * reload, no logging. When started as root it becomes the workers' user (cyrus) after binding,
  * so that it spawns as cheaply as a master that runs as them. SIGTERM ends it (default action).
  *
- * usage: floor_master HOST PORT WORKER [ARGS...]
+ * With -1 it follows ringmaster's (and Cyrus's) spawning policy instead, to measure the spawn
+ * path alone: a starting worker counts as ready, so it watches the listener only while no
+ * worker is starting, and then forks one worker per connection waiting (the accept queue's
+ * length, from TCP_INFO), at most 8.
+ *
+ * usage: floor_master [-1] HOST PORT WORKER [ARGS...]
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pwd.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +43,17 @@ static void forget(pid_t pid)
         }
 }
 
+/* Connections in the accept queue of listener `fd` (at least 1: it was readable). */
+static int waiting(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ti.tcpi_unacked == 0)
+        return 1;
+    return (int)ti.tcpi_unacked;
+}
+
 static int high_cloexec(int fd)
 {
     int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
@@ -45,8 +63,13 @@ static int high_cloexec(int fd)
 
 int main(int argc, char **argv)
 {
+    int one_per_waiting = argc > 1 && strcmp(argv[1], "-1") == 0;
+    if (one_per_waiting) {
+        argv++;
+        argc--;
+    }
     if (argc < 4) {
-        fprintf(stderr, "usage: floor_master HOST PORT WORKER [ARGS...]\n");
+        fprintf(stderr, "usage: floor_master [-1] HOST PORT WORKER [ARGS...]\n");
         return 2;
     }
     struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
@@ -74,9 +97,11 @@ int main(int argc, char **argv)
     posix_spawn_file_actions_adddup2(&fa, lfd, 4);
     for (;;) {
         struct pollfd p[2] = { { rfd, POLLIN, 0 }, { lfd, POLLIN, 0 } };
-        /* Watch the listener only while fewer than 8 workers are starting; otherwise wait for
-         * a note, with a short timeout to reap workers that died before noting. */
-        int n = poll(p, nstarting < MAX_STARTING ? 2 : 1, nstarting ? 10 : -1);
+        /* Watch the listener only while fewer than 8 workers are starting (with -1: while none
+         * is); otherwise wait for a note, with a short timeout to reap workers that died
+         * before noting. */
+        int watch = one_per_waiting ? nstarting == 0 : nstarting < MAX_STARTING;
+        int n = poll(p, watch ? 2 : 1, nstarting ? 10 : -1);
         if (n < 0 && errno != EINTR)
             return 1;
         if (p[0].revents & POLLIN) {
@@ -89,10 +114,13 @@ int main(int argc, char **argv)
         pid_t dead;
         while ((dead = waitpid(-1, NULL, WNOHANG)) > 0)
             forget(dead);
-        if (nstarting < MAX_STARTING && n > 0 && (p[1].revents & POLLIN)) {
-            pid_t pid;
-            if (posix_spawn(&pid, argv[3], &fa, NULL, argv + 3, environ) == 0)
-                starting[nstarting++] = pid;
+        if (watch && n > 0 && (p[1].revents & POLLIN)) {
+            int forks = one_per_waiting ? waiting(lfd) : 1;
+            for (int i = 0; i < forks && nstarting < MAX_STARTING; i++) {
+                pid_t pid;
+                if (posix_spawn(&pid, argv[3], &fa, NULL, argv + 3, environ) == 0)
+                    starting[nstarting++] = pid;
+            }
         }
     }
 }

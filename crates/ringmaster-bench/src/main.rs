@@ -17,6 +17,7 @@ mod ondemand;
 mod plot;
 mod procfs;
 mod ready;
+mod recycle;
 mod scale;
 mod scalecmd;
 mod table;
@@ -29,6 +30,7 @@ use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
 use master::{Kind, Master, ServiceSpec};
+use recycle::recycle_scenario;
 use table::{fmt_value, median_spread, report, row, Better, Column, Row};
 
 const CYRUS_MASTER: &str = "/usr/lib/cyrus/bin/master";
@@ -53,6 +55,11 @@ enum Cmd {
         /// Skip the floor master.
         #[arg(long)]
         no_floor: bool,
+        /// Also run the floor master with ringmaster's spawning policy (`-1`: one worker per
+        /// waiting connection, none while one is starting), which leaves only the spawn paths
+        /// to compare.
+        #[arg(long)]
+        floor_same_policy: bool,
     },
     /// Thousands of workers and services: start, SIGHUP recycle, stop and master CPU per
     /// pool size; start and on-demand connect latency per number of services.
@@ -370,93 +377,6 @@ fn load_rows(
     rows
 }
 
-/// With an idle pool of `spec.prefork`, time SIGHUP -> no old worker left and a full new pool.
-fn recycle_scenario(
-    kind: Kind,
-    program: &Path,
-    spec: &ServiceSpec,
-    rounds: u32,
-) -> Result<Vec<Row>, String> {
-    const LIMIT: Duration = Duration::from_secs(20);
-    let mut master = Master::start(kind, program, spec)?;
-    let want = spec.prefork as usize;
-    let mut times = Vec::new();
-    let (mut old_gone_times, mut new_running_times) = (Vec::new(), Vec::new());
-    let mut failure = None;
-    for _ in 0..rounds.max(1) {
-        if let Err(e) = master.wait_children(want, LIMIT) {
-            failure = Some(e);
-            break;
-        }
-        let old = procfs::children(master.pid());
-        let start = Instant::now();
-        if let Err(e) = master.signal(Signal::SIGHUP) {
-            failure = Some(e);
-            break;
-        }
-        let (mut old_gone, mut new_running) = (None, None);
-        loop {
-            let now = procfs::children(master.pid());
-            let stale = now.iter().filter(|p| old.contains(p)).count();
-            if stale == 0 && old_gone.is_none() {
-                old_gone = Some(start.elapsed());
-            }
-            if now.len() - stale >= want && new_running.is_none() {
-                new_running = Some(start.elapsed());
-            }
-            if let (Some(gone), Some(running)) = (old_gone, new_running) {
-                times.push(gone.max(running));
-                old_gone_times.push(gone);
-                new_running_times.push(running);
-                break;
-            }
-            if start.elapsed() > LIMIT {
-                let first = now.iter().find(|p| old.contains(p)).copied();
-                failure = Some(format!(
-                    "not recycled after {LIMIT:?}: {stale} old workers left, {} new; \
-                     first left: {}",
-                    now.len() - stale,
-                    first.map(procfs::describe).unwrap_or_default()
-                ));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if failure.is_some() {
-            break;
-        }
-        // Let the pool settle (and the clock of any fork-rate limit pass) between rounds.
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    master.stop();
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    times.sort_unstable();
-    old_gone_times.sort_unstable();
-    new_running_times.sort_unstable();
-    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
-    Ok(vec![
-        row(
-            "recycle p50 ms",
-            ms(load::percentile(&times, 50.0)),
-            Better::Lower,
-        ),
-        row("recycle max ms", ms(times.last().copied()), Better::Lower),
-        row(
-            "  no old worker left, p50 ms",
-            ms(load::percentile(&old_gone_times, 50.0)),
-            Better::Lower,
-        ),
-        row(
-            "  all new ones running, p50 ms",
-            ms(load::percentile(&new_running_times, 50.0)),
-            Better::Lower,
-        ),
-        row("rounds", times.len() as f64, Better::Neither),
-    ])
-}
-
 /// Runs a client-load scenario under every master and prints the columns.
 fn load_report(common: &Common, spec: &ServiceSpec, title: &str) {
     let cols = common.columns(|k, p| load_scenario(k, p, spec, common, None));
@@ -602,8 +522,9 @@ fn print_reload_table(
     }
 }
 
-/// On-demand spawning under every master and, unless `no_floor`, the floor master.
-fn spawn(mut common: Common, no_floor: bool) {
+/// On-demand spawning under every master and, unless `no_floor`, the floor master (also
+/// with ringmaster's policy when `floor_same_policy`).
+fn spawn(mut common: Common, no_floor: bool, floor_same_policy: bool) {
     if common.c_worker && common.worker.is_none() {
         match cbuild::min_worker() {
             Ok(w) => common.worker = Some(w),
@@ -614,9 +535,16 @@ fn spawn(mut common: Common, no_floor: bool) {
         }
     }
     let mut masters = common.masters();
-    if !no_floor {
+    if !no_floor || floor_same_policy {
         match cbuild::floor_master() {
-            Ok(floor) => masters.push((Kind::Floor, floor)),
+            Ok(floor) => {
+                if !no_floor {
+                    masters.push((Kind::Floor, floor.clone()));
+                }
+                if floor_same_policy {
+                    masters.push((Kind::FloorSamePolicy, floor));
+                }
+            }
             Err(e) => eprintln!("note: no floor column: {e}"),
         }
     }
@@ -645,7 +573,11 @@ fn main() {
             let every = Duration::from_millis(interval_ms.max(1));
             reload_latency(&common, &common.spec(prefork, 0), every, turnover_uses);
         }
-        Cmd::Spawn { common, no_floor } => spawn(common, no_floor),
+        Cmd::Spawn {
+            common,
+            no_floor,
+            floor_same_policy,
+        } => spawn(common, no_floor, floor_same_policy),
         Cmd::Scale(args) => scalecmd::run(args),
         Cmd::Upgrade(args) => {
             if let Err(e) = upgradecmd::run(args) {

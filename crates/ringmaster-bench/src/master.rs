@@ -21,6 +21,9 @@ pub enum Kind {
     /// The policy-free C master (`c/floor_master.c`): started as `PROGRAM HOST PORT WORKER
     /// ARGS...`, not with Cyrus's flags.
     Floor,
+    /// The same C master with `-1`: ringmaster's spawning policy (one worker per waiting
+    /// connection, none while one is starting), so that only the spawn paths differ.
+    FloorSamePolicy,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Ringmaster => "ringmaster",
             Kind::Cyrus => "cyrus master",
             Kind::Floor => "floor (C)",
+            Kind::FloorSamePolicy => "floor -1 (C)",
         }
     }
 }
@@ -160,8 +164,9 @@ impl Master {
         let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(program);
-        if kind == Kind::Floor {
+        if matches!(kind, Kind::Floor | Kind::FloorSamePolicy) {
             command
+                .args((kind == Kind::FloorSamePolicy).then_some("-1"))
                 .arg("127.0.0.1")
                 .arg(port.to_string())
                 .arg(&spec.worker)

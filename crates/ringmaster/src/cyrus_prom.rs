@@ -42,12 +42,17 @@ impl Settings {
         if !imapd.get("prometheus_enabled").is_some_and(switch_on) {
             return None;
         }
-        let every = match imapd.get("prometheus_update_freq") {
+        // 3.6 reads `prometheus_update_freq`; later Cyrus versions name the master's own
+        // `prometheus_master_update_freq`, which wins when both are set.
+        let setting = ["prometheus_master_update_freq", "prometheus_update_freq"]
+            .into_iter()
+            .find_map(|key| imapd.get(key).map(|text| (key, text)));
+        let every = match setting {
             None => DEFAULT_FREQUENCY,
-            Some(text) => match parse_duration(text) {
+            Some((key, text)) => match parse_duration(text) {
                 Some(d) => d,
                 None => {
-                    error!("prometheus_update_freq: `{text}` is not a duration: using 10s");
+                    error!("{key}: `{text}` is not a duration: using 10s");
                     DEFAULT_FREQUENCY
                 }
             },
@@ -322,6 +327,10 @@ mod tests {
             None
         );
         assert_eq!(settings(&format!("{on}prometheus_update_freq: 0\n")), None);
+        let newer = settings(&format!(
+            "{on}prometheus_update_freq: 1m\nprometheus_master_update_freq: 5s\n"
+        ));
+        assert_eq!(newer.map(|s| s.every), Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -35,7 +35,9 @@ impl Needs {
                 Listen::Inet { host: Some(h), .. } if h.parse::<std::net::IpAddr>().is_ok() => 1,
                 Listen::Inet { .. } => 2,
             };
-            fds += 4 * families;
+            // The listener and the status pipe's two ends (a reload's hand-over dups a
+            // shared listener for a while: BASE_FDS covers it).
+            fds += 3 * families;
             processes += u64::from(s.prefork) * families;
             max = max
                 .zip(s.maxchild)
@@ -67,6 +69,13 @@ pub fn problems(needs: Needs, nofile: Option<(u64, u64)>, pid_max: Option<u64>) 
             lines.push(format!(
                 "the configuration preforks {} processes, more than \
                  /proc/sys/kernel/pid_max ({pid_max})",
+                needs.processes
+            ));
+        } else if needs.processes * 2 > pid_max {
+            lines.push(format!(
+                "the configuration preforks {} processes: a reload keeps each old worker until \
+                 its replacement is ready, so it needs room for twice that, more than \
+                 /proc/sys/kernel/pid_max ({pid_max}): raise it, or reloads will fail to fork",
                 needs.processes
             ));
         } else if needs.max_processes.is_some_and(|m| m > pid_max) {
@@ -125,6 +134,8 @@ mod tests {
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("15064 file descriptors"), "{p:?}");
         assert!(p[1].contains("preforks 40000"), "{p:?}");
+        let p = problems(needs(10, 20000, None), None, Some(32768));
+        assert!(p[0].contains("twice that"), "{p:?}");
         let p = problems(needs(10, 10, Some(50000)), None, Some(32768));
         assert!(p[0].contains("sum of maxchild (50000)"), "{p:?}");
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -174,7 +175,17 @@ fn a_dry_run_prints_the_plan_and_changes_nothing() {
     let dir = TestDir::new("ctl-dry");
     let port = free_port();
     let mut m = Start::new(&dir, &conf(port, "")).start();
-    let before = m.wait_children(2);
+    // The two echo workers, not the start-up run of the checkpoint event (/bin/true).
+    let mut before = BTreeSet::new();
+    let workers_only = wait_until(WAIT, || {
+        before = m.children();
+        before.len() == 2
+            && before.iter().all(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(WORKER))
+            })
+    });
+    assert!(workers_only, "children: {before:?}\n{}", m.log_text());
     let port2 = free_port();
     let more = format!("  second cmd=\"{WORKER}\" listen=\"127.0.0.1:{port2}\"\n");
     m.rewrite_conf(&conf(port, &more));

@@ -116,19 +116,24 @@ impl Runtime {
             error!("{name}: cannot watch the status pipe: {err}");
             return false;
         }
-        let watch_fd = match listener.fd.try_clone() {
-            Ok(fd) => fd,
-            Err(err) => {
-                error!("{name}: cannot duplicate the listener: {err}");
-                let _ = self.poller.delete(status_read.as_fd());
-                return false;
+        // Shared: a retiring pool holds it too, and watches it under its own descriptor.
+        let watch_dup = if Rc::strong_count(&listener) > 1 {
+            match listener.fd.try_clone() {
+                Ok(fd) => Some(fd),
+                Err(err) => {
+                    error!("{name}: cannot duplicate the listener: {err}");
+                    let _ = self.poller.delete(status_read.as_fd());
+                    return false;
+                }
             }
+        } else {
+            None
         };
         self.pools.insert(
             pool,
             PoolIo {
                 listener,
-                watch_fd,
+                watch_dup,
                 status_read,
                 status_write,
                 pending: Vec::new(),
@@ -147,9 +152,9 @@ impl Runtime {
         }
         let result = if on {
             self.poller
-                .add(io.watch_fd.as_fd(), pool_token(KIND_LISTENER, pool))
+                .add(io.watch_fd(), pool_token(KIND_LISTENER, pool))
         } else {
-            self.poller.delete(io.watch_fd.as_fd())
+            self.poller.delete(io.watch_fd())
         };
         match result {
             Ok(()) => io.watched = on,

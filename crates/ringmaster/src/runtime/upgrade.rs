@@ -191,6 +191,14 @@ impl Runtime {
                 None => warn!("{name}: its listener was not handed over"),
             }
         }
+        // Their pipes are read before their exits are fed, as for workers forked here.
+        for w in &state.sup.workers {
+            let pool = PoolId {
+                service: ServiceKey(w.service),
+                family: w.family,
+            };
+            self.worker_pools.insert(w.pid, pool);
+        }
         if let Some((fd, path)) = &state.control {
             let fd = sys::upgrade::adopt_fd(*fd).map_err(|e| e.to_string())?;
             let listener = sys::control::ControlListener::adopt(fd, path)

@@ -63,7 +63,8 @@ pub const GLIBC_INTERNAL: [libc::c_int; 2] = [32, 33];
 use super::spawn::KernelSigaction;
 
 /// Sets [`GLIBC_INTERNAL`] to SIG_IGN with the raw syscall (glibc's sigaction refuses them).
-/// Children get SIG_DFL back from [`crate::sys::spawn::spawn`], which resets all 64.
+/// Children get SIG_DFL back from [`crate::sys::spawn::spawn`], which resets every signal
+/// this process does not leave at SIG_DFL (told here, in case a spawn came first).
 #[cfg(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
@@ -91,6 +92,7 @@ fn ignore_glibc_internal() -> io::Result<()> {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        super::spawn::disposition_changed(signal);
     }
     Ok(())
 }

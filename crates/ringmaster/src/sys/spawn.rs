@@ -6,32 +6,43 @@
 //! Why a raw clone and not `std::process::Command`: std reports exec errors through a CLOEXEC
 //! pipe whose write end takes the lowest free descriptor, which can be 3 or 4, exactly where the
 //! worker's status pipe and listener must go; a `pre_exec` closure cannot move std's pipe out of
-//! the way. Here the report pipe is ours, so the child moves it above 4 before laying out fds.
+//! the way. Here the child shares the master's memory until exec and reports a failure in it,
+//! as glibc's posix_spawn does: no pipe at all.
 //!
 //! Between clone and exec the child runs in the master's memory (CLONE_VM, see [`spawn`]) and
 //! runs only async-signal-safe libc calls on data prepared in the parent: no allocation, no
-//! locks, no logging, no write to anything but its own stack.
+//! locks, no logging, no write to anything but its own stack and the one report word.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::raw::c_char;
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use ringmaster_proto::{LISTEN_FD, STATUS_FD};
 
 use super::users::Credentials;
 
+mod dispositions;
+mod stack;
+
+pub use dispositions::disposition_changed;
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+pub(super) use dispositions::KernelSigaction;
+
 /// The first descriptor the child does not keep across exec.
 const FIRST_CLOSED_FD: RawFd = LISTEN_FD + 1;
 /// Where the child parks descriptors while it lays out 3 and 4.
 const PARKING_FD: RawFd = 10;
-/// Highest signal number on Linux (`_NSIG - 1`).
-const MAX_SIGNAL: libc::c_int = 64;
 /// Exit status of a child that could not exec.
 const EXEC_FAILED_STATUS: libc::c_int = 127;
 
@@ -73,8 +84,7 @@ pub struct ExecSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 enum Stage {
-    ReportPipe = 1,
-    StatusFd,
+    StatusFd = 1,
     ListenFd,
     CloseOnExec,
     FileLimit,
@@ -94,7 +104,6 @@ impl Stage {
     fn from_code(code: i32) -> Option<Stage> {
         use Stage::*;
         [
-            ReportPipe,
             StatusFd,
             ListenFd,
             CloseOnExec,
@@ -116,7 +125,6 @@ impl Stage {
 
     fn describe(self) -> &'static str {
         match self {
-            Stage::ReportPipe => "moving the report pipe",
             Stage::StatusFd => "placing the status pipe on fd 3",
             Stage::ListenFd => "placing the listener on fd 4",
             Stage::CloseOnExec => "marking inherited descriptors close-on-exec",
@@ -151,6 +159,8 @@ struct ChildPlan<'a> {
     parent: libc::pid_t,
     /// Upper bound of the fcntl loop used when close_range is unavailable.
     fd_scan_limit: RawFd,
+    /// Signals to set back to SIG_DFL (bit n-1 for signal n).
+    reset_signals: u64,
 }
 
 /// Start `spec` and return the child's pid once it is past exec's point of no return.
@@ -162,9 +172,9 @@ struct ChildPlan<'a> {
 ///
 /// The kernel resumes the master when the child has either exited or released the master's
 /// memory inside execve, which it does only past the point of no return. So when `clone`
-/// returns, a failure report is already in the pipe or there will never be one: the pipe is
-/// read without waiting for the rest of the exec, which under a burst of starting workers
-/// could wait behind them for a CPU.
+/// returns, a child that failed has written its report (see [`ChildStart::report`]) and
+/// exited, or there will never be a report: nothing is waited for beyond that, which under a
+/// burst of starting workers could wait behind them for a CPU.
 ///
 /// A child whose setup failed has already exited when this returns; it is reaped here, so the
 /// caller never sees its exit. An exec failure is returned as the bare OS error
@@ -185,17 +195,17 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
         own_process_group: spec.own_process_group,
         parent: nix::unistd::getpid().as_raw(),
         fd_scan_limit: fd_scan_limit(),
+        reset_signals: dispositions::to_reset(),
     };
-    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     let start = ChildStart {
         plan: &plan,
-        report_fd: report_write.as_raw_fd(),
+        report: AtomicU64::new(0),
     };
-    let stack = ChildStack::map()?;
-    let top = stack.top();
+    let top = stack::top()?;
     // SAFETY: CLONE_VFORK suspends us until the child has exec'd or exited, so `plan`,
-    // `start` and `stack` outlive every use the child makes of them; the child runs only
-    // `run_child`, which reads the plan, writes nothing of ours (its locals live on its own
+    // `start` and the stack outlive every use the child makes of them (the stack is this
+    // thread's, and this thread is the one suspended); the child runs only `run_child`, which
+    // reads the plan, writes nothing of ours but `start.report` (its locals live on its own
     // stack), calls async-signal-safe functions and never returns. Without CLONE_SIGHAND the
     // dispositions it resets are its own.
     let pid = unsafe {
@@ -206,19 +216,11 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
             &start as *const ChildStart<'_> as *mut libc::c_void,
         )
     };
-    let clone_error = io::Error::last_os_error();
-    drop(stack);
     if pid < 0 {
-        return Err(clone_error);
+        return Err(io::Error::last_os_error());
     }
-    drop(report_write);
     let child = Pid::from_raw(pid);
-    let report = ExecReport { read: report_read };
-    let mut buf = [0u8; 8];
-    match report
-        .read_all(&mut buf)
-        .and_then(|n| decode_report(&buf[..n]))
-    {
+    match decode_report(start.report.load(Ordering::Acquire)) {
         Ok(()) => {
             // The child went into exec at the master's priority (we waited for it); now it
             // gets its own. It may have exited already (ESRCH): nothing to do then.
@@ -235,52 +237,13 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
     }
 }
 
-/// Bytes of the stack a child runs on until it execs (a handful of frames of syscalls).
-const CHILD_STACK_BYTES: usize = 64 * 1024;
-
-/// The child's stack: mapped for one spawn and unmapped after it, so the few pages the child
-/// touches do not stay in the master's resident set.
-struct ChildStack {
-    base: *mut libc::c_void,
-}
-
-impl ChildStack {
-    fn map() -> io::Result<ChildStack> {
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                CHILD_STACK_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(ChildStack { base })
-    }
-
-    /// The stack grows down: its (page-aligned, so 16-byte aligned) top.
-    fn top(&self) -> *mut libc::c_void {
-        self.base.wrapping_byte_add(CHILD_STACK_BYTES)
-    }
-}
-
-impl Drop for ChildStack {
-    fn drop(&mut self) {
-        // SAFETY: `base` is the mapping made in `map`, unmapped once, after the child (which
-        // ran on it) has exec'd or exited.
-        unsafe { libc::munmap(self.base, CHILD_STACK_BYTES) };
-    }
-}
-
-/// What [`child_entry`] gets: the plan and the write end of the report pipe.
+/// What [`child_entry`] gets: the plan, and where to report a failed step.
 struct ChildStart<'a> {
     plan: &'a ChildPlan<'a>,
-    report_fd: RawFd,
+    /// 0, or the failed step and its errno (`stage << 32 | errno`), written by the child
+    /// just before it exits. The parent reads it once `clone` has returned, that is once the
+    /// child has exited or is past exec's point of no return and writes nothing any more.
+    report: AtomicU64,
 }
 
 /// The child's first function, on its own stack.
@@ -289,44 +252,16 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // (CLONE_VFORK) until we exec or exit, so it is alive and unchanged.
     let start = unsafe { &*(arg as *const ChildStart<'_>) };
     // SAFETY: we are the freshly cloned child; see `run_child`.
-    unsafe { run_child(start.plan, start.report_fd) }
+    unsafe { run_child(start.plan, &start.report) }
 }
 
-/// The parent's end of a child's exec report: end of file once the child has exec'd; eight
-/// bytes (step, errno) if a step before exec failed, after which the child exits 127.
-struct ExecReport {
-    read: OwnedFd,
-}
-
-impl ExecReport {
-    /// What the child wrote before it exited; nothing (EAGAIN or end of file) when it went
-    /// on into exec. The pipe is non-blocking: see [`spawn`].
-    fn read_all(&self, buf: &mut [u8; 8]) -> io::Result<usize> {
-        let mut got = 0;
-        while got < buf.len() {
-            match nix::unistd::read(self.read.as_raw_fd(), &mut buf[got..]) {
-                Ok(0) | Err(Errno::EAGAIN) => break,
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(got)
-    }
-}
-
-/// Decodes a report: empty means the exec happened.
-fn decode_report(report: &[u8]) -> io::Result<()> {
-    if report.is_empty() {
+/// Decodes a report: 0 means the exec happened.
+fn decode_report(report: u64) -> io::Result<()> {
+    if report == 0 {
         return Ok(());
     }
-    if report.len() < 8 {
-        return Err(io::Error::other("child sent a truncated failure report"));
-    }
-    let (stage_bytes, errno_bytes) = report.split_at(4);
-    let stage = i32::from_ne_bytes(stage_bytes.try_into().unwrap_or_default());
-    let errno = i32::from_ne_bytes(errno_bytes[..4].try_into().unwrap_or_default());
-    let os = io::Error::from_raw_os_error(errno);
+    let stage = (report >> 32) as i32;
+    let os = io::Error::from_raw_os_error(report as u32 as i32);
     match Stage::from_code(stage) {
         Some(Stage::Exec) => Err(os),
         Some(stage) => Err(io::Error::new(
@@ -364,13 +299,16 @@ fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// How far the fallback loop marks descriptors CLOEXEC: the soft RLIMIT_NOFILE, at least 1024,
-/// at most 65536.
+/// How far the fallback loop marks descriptors CLOEXEC: the soft RLIMIT_NOFILE at the first
+/// spawn (the master sets its own limit at start-up, before), at least 1024, at most 65536.
 fn fd_scan_limit() -> RawFd {
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024);
-    RawFd::try_from(soft.clamp(1024, 65536)).unwrap_or(65536)
+    static LIMIT: OnceLock<RawFd> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        RawFd::try_from(soft.clamp(1024, 65536)).unwrap_or(65536)
+    })
 }
 
 /// Wait for a child that reported a failure (it `_exit`s right after reporting).
@@ -389,23 +327,24 @@ fn reap(child: Pid) {
 ///
 /// Call only in the child that [`spawn`] starts with `clone(CLONE_VM | CLONE_VFORK)`, on the
 /// stack mapped for it. That child is not a copy: it runs in the master's own memory while the
-/// master is suspended in `clone`. So it must write no memory but its own stack and the
-/// kernel's (no allocation, no locks, no std I/O), call only async-signal-safe functions, and
-/// never return (it ends in `execve` or `_exit`).
-unsafe fn run_child(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
+/// master is suspended in `clone`. So it must write no memory but its own stack, `report` and
+/// the kernel's (no allocation, no locks, no std I/O), call only async-signal-safe functions,
+/// and never return (it ends in `execve` or `_exit`).
+unsafe fn run_child(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
     // SAFETY: `plan` points into the suspended master's memory, which nobody changes until we
     // exec or exit; `child_steps` only reads it, keeps its own state in this stack, and calls
-    // raw syscalls and async-signal-safe libc functions. The one write into shared memory is
-    // libc's errno, which is the master's (same thread pointer): the master reads errno after
-    // `clone` only when `clone` failed, that is when there was no child.
-    unsafe { child_steps(plan, report_fd) }
+    // raw syscalls and async-signal-safe libc functions. It writes two words of shared memory:
+    // `report`, an atomic the master reads only once we have exited, and libc's errno, which is
+    // the master's (same thread pointer): the master reads errno after `clone` only when
+    // `clone` failed, that is when there was no child.
+    unsafe { child_steps(plan, report) }
 }
 
 /// Step (c) of [`child_steps`], with its safety contract: RLIMIT_NOFILE to (`limit`, `hard`),
 /// or the soft one clamped to the current hard limit when an unprivileged master may not
 /// raise it.
 #[allow(unsafe_op_in_unsafe_fn)]
-unsafe fn set_file_limit(limit: libc::rlim_t, hard: libc::rlim_t, report_fd: RawFd) {
+unsafe fn set_file_limit(limit: libc::rlim_t, hard: libc::rlim_t, report: &AtomicU64) {
     let wanted = libc::rlimit {
         rlim_cur: limit,
         rlim_max: hard,
@@ -418,14 +357,14 @@ unsafe fn set_file_limit(limit: libc::rlim_t, hard: libc::rlim_t, report_fd: Raw
         if Errno::last_raw() != libc::EPERM
             || libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) != 0
         {
-            fail(report_fd, Stage::FileLimit);
+            fail(report, Stage::FileLimit);
         }
         let clamped = libc::rlimit {
             rlim_cur: limit.min(current.rlim_max),
             rlim_max: current.rlim_max,
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &clamped) != 0 {
-            fail(report_fd, Stage::FileLimit);
+            fail(report, Stage::FileLimit);
         }
     }
 }
@@ -434,7 +373,7 @@ unsafe fn set_file_limit(limit: libc::rlim_t, hard: libc::rlim_t, report_fd: Raw
 /// make sure root cannot come back. Raw syscalls: glibc's wrappers run a broadcast to "all
 /// threads" that has no business in this child.
 #[allow(unsafe_op_in_unsafe_fn)]
-unsafe fn change_identity(creds: &Credentials, report_fd: RawFd) {
+unsafe fn change_identity(creds: &Credentials, report: &AtomicU64) {
     let unchanged = libc::geteuid() != 0
         && libc::getuid() == creds.uid
         && libc::geteuid() == creds.uid
@@ -447,16 +386,16 @@ unsafe fn change_identity(creds: &Credentials, report_fd: RawFd) {
             creds.groups.as_ptr(),
         ) != 0
         {
-            fail(report_fd, Stage::Groups);
+            fail(report, Stage::Groups);
         }
         if libc::syscall(libc::SYS_setgid, creds.gid) != 0 {
-            fail(report_fd, Stage::Gid);
+            fail(report, Stage::Gid);
         }
         if libc::syscall(libc::SYS_setuid, creds.uid) != 0 {
-            fail(report_fd, Stage::Uid);
+            fail(report, Stage::Uid);
         }
         if creds.uid != 0 && libc::syscall(libc::SYS_setuid, 0) == 0 {
-            fail_with(report_fd, Stage::RegainedRoot, libc::EPERM);
+            fail_with(report, Stage::RegainedRoot, libc::EPERM);
         }
     }
 }
@@ -467,25 +406,15 @@ unsafe fn change_identity(creds: &Credentials, report_fd: RawFd) {
 ///
 /// As [`run_child`].
 #[allow(unsafe_op_in_unsafe_fn)]
-unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
-    let mut report_fd = report_fd;
-    if report_fd < FIRST_CLOSED_FD {
-        // Keep the report pipe out of the way of fds 3 and 4.
-        let moved = libc::fcntl(report_fd, libc::F_DUPFD_CLOEXEC, PARKING_FD);
-        if moved < 0 {
-            fail(report_fd, Stage::ReportPipe);
-        }
-        report_fd = moved;
-    }
+unsafe fn child_steps(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
+    // (a) fds 3 and 4: a source that already is 3 or 4 is first parked above 9, so that it is
+    // neither clobbered by the other dup2 nor left with CLOEXEC set by a no-op dup2.
+    let parked_status = park(plan.status_fd, report, Stage::StatusFd);
+    let parked_listen = park(plan.listen_fd, report, Stage::ListenFd);
+    place(parked_status, STATUS_FD, report, Stage::StatusFd);
+    place(parked_listen, LISTEN_FD, report, Stage::ListenFd);
 
-    // (a) fds 3 and 4: park copies above 9 first, so a source that already is 3 or 4 (or the
-    // other one's target) is neither clobbered nor left with CLOEXEC set by a no-op dup2.
-    let parked_status = park(plan.status_fd, report_fd, Stage::StatusFd);
-    let parked_listen = park(plan.listen_fd, report_fd, Stage::ListenFd);
-    place(parked_status, STATUS_FD, report_fd, Stage::StatusFd);
-    place(parked_listen, LISTEN_FD, report_fd, Stage::ListenFd);
-
-    // (b) every other descriptor closes at exec; the report pipe must stay open until then.
+    // (b) every other descriptor closes at exec.
     if libc::syscall(
         libc::SYS_close_range,
         FIRST_CLOSED_FD as libc::c_uint,
@@ -499,7 +428,7 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
                 && flags & libc::FD_CLOEXEC == 0
                 && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) != 0
             {
-                fail(report_fd, Stage::CloseOnExec);
+                fail(report, Stage::CloseOnExec);
             }
         }
     }
@@ -507,47 +436,43 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
     // (b2) a process group of its own, before the identity change (as root or not, a
     // process may always make itself a group leader).
     if plan.own_process_group && libc::setpgid(0, 0) != 0 {
-        fail(report_fd, Stage::ProcessGroup);
+        fail(report, Stage::ProcessGroup);
     }
 
     // (c) RLIMIT_NOFILE.
     if let Some((limit, hard)) = plan.nofile_limit {
-        set_file_limit(limit, hard, report_fd);
+        set_file_limit(limit, hard, report);
     }
 
-    // (d) default dispositions for every signal (SIGKILL and SIGSTOP cannot be changed). The
+    // (d) default dispositions for every signal the master does not leave at SIG_DFL. The
     // mask is emptied last, just before exec, so nothing pending reaches a handler.
-    for signal in 1..=MAX_SIGNAL {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            reset_disposition(signal);
-        }
-    }
+    dispositions::reset(plan.reset_signals);
 
     // (e) groups, gid, uid, in that order; then make sure root cannot come back.
     if let Some(creds) = plan.credentials {
-        change_identity(creds, report_fd);
+        change_identity(creds, report);
     }
 
     // (f) the death signal is cleared by the kernel on a uid change, so it comes after.
     if plan.death_signal {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-            fail(report_fd, Stage::DeathSignal);
+            fail(report, Stage::DeathSignal);
         }
         if libc::getppid() != plan.parent {
-            fail_with(report_fd, Stage::ParentGone, libc::ESRCH);
+            fail_with(report, Stage::ParentGone, libc::ESRCH);
         }
     }
 
     if let Some(dir) = plan.cwd {
         if libc::chdir(dir.as_ptr()) != 0 {
-            fail(report_fd, Stage::Chdir);
+            fail(report, Stage::Chdir);
         }
     }
 
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     if libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut()) != 0 {
-        fail(report_fd, Stage::SignalMask);
+        fail(report, Stage::SignalMask);
     }
 
     libc::execve(
@@ -555,86 +480,24 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report_fd: RawFd) -> ! {
         plan.argv.as_ptr(),
         plan.envp.as_ptr(),
     );
-    fail(report_fd, Stage::Exec)
+    fail(report, Stage::Exec)
 }
 
-/// The kernel's `struct sigaction` on architectures with the generic layout.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-))]
-#[repr(C)]
-pub(super) struct KernelSigaction {
-    pub(super) handler: libc::c_ulong,
-    pub(super) flags: libc::c_ulong,
-    pub(super) restorer: libc::c_ulong,
-    pub(super) mask: u64,
-}
-
-/// Set `signal` to SIG_DFL with the raw syscall: glibc's `sigaction` refuses its internal
-/// signals 32 and 33, yet a disposition of theirs (ignored, say) would survive exec.
-///
-/// # Safety
-///
-/// Only in the cloned child (see [`run_child`]): async-signal-safe.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-))]
-unsafe fn reset_disposition(signal: libc::c_int) {
-    let default = KernelSigaction {
-        handler: libc::SIG_DFL as libc::c_ulong,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    // SAFETY: rt_sigaction reads a valid kernel-layout struct from our frame; the old action is
-    // not requested; the last argument is the kernel's sigset size (8 bytes).
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            signal,
-            &default as *const KernelSigaction,
-            ptr::null_mut::<KernelSigaction>(),
-            std::mem::size_of::<u64>(),
-        );
-    }
-}
-
-/// Set `signal` to SIG_DFL through libc (its internal signals stay as they are).
-///
-/// # Safety
-///
-/// Only in the cloned child (see [`run_child`]): async-signal-safe.
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-)))]
-unsafe fn reset_disposition(signal: libc::c_int) {
-    // SAFETY: sigaction with a zeroed (SIG_DFL, empty mask) action from our frame.
-    unsafe {
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut default.sa_mask);
-        libc::sigaction(signal, &default, ptr::null_mut());
-    }
-}
-
-/// Copy `fd` (if any) to a CLOEXEC descriptor above 9.
+/// `fd` (if any) as it is, or, when it is 3 or 4, a CLOEXEC copy of it above 9.
 ///
 /// # Safety
 ///
 /// Only in the cloned child (see [`run_child`]): async-signal-safe calls only.
-unsafe fn park(fd: Option<RawFd>, report_fd: RawFd, stage: Stage) -> Option<RawFd> {
+unsafe fn park(fd: Option<RawFd>, report: &AtomicU64, stage: Stage) -> Option<RawFd> {
     let fd = fd?;
+    if fd != STATUS_FD && fd != LISTEN_FD {
+        return Some(fd);
+    }
     // SAFETY: fcntl on an integer descriptor; a bad one just fails with EBADF.
     let parked = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARKING_FD) };
     if parked < 0 {
         // SAFETY: still in the child.
-        unsafe { fail(report_fd, stage) }
+        unsafe { fail(report, stage) }
     }
     Some(parked)
 }
@@ -645,13 +508,14 @@ unsafe fn park(fd: Option<RawFd>, report_fd: RawFd, stage: Stage) -> Option<RawF
 /// # Safety
 ///
 /// Only in the cloned child (see [`run_child`]): async-signal-safe calls only.
-unsafe fn place(parked: Option<RawFd>, target: RawFd, report_fd: RawFd, stage: Stage) {
+unsafe fn place(parked: Option<RawFd>, target: RawFd, report: &AtomicU64, stage: Stage) {
     match parked {
         Some(fd) => {
-            // SAFETY: dup2 onto a number we own in the child; the report pipe is above 4.
+            // SAFETY: dup2 onto a number we own in the child; the other source is not on it
+            // (it was parked if it was 3 or 4).
             if unsafe { libc::dup2(fd, target) } < 0 {
                 // SAFETY: still in the child.
-                unsafe { fail(report_fd, stage) }
+                unsafe { fail(report, stage) }
             }
         }
         // SAFETY: closing a number that may or may not be open; EBADF is fine.
@@ -666,28 +530,22 @@ unsafe fn place(parked: Option<RawFd>, target: RawFd, report_fd: RawFd, stage: S
 /// # Safety
 ///
 /// Only in the cloned child (see [`run_child`]).
-unsafe fn fail(report_fd: RawFd, stage: Stage) -> ! {
+unsafe fn fail(report: &AtomicU64, stage: Stage) -> ! {
     // SAFETY: still in the child.
-    unsafe { fail_with(report_fd, stage, Errno::last_raw()) }
+    unsafe { fail_with(report, stage, Errno::last_raw()) }
 }
 
-/// Report `errno` for `stage` to the parent in one 8-byte write and `_exit(127)`.
+/// Report `errno` for `stage` to the parent and `_exit(127)`.
 ///
 /// # Safety
 ///
 /// Only in the cloned child (see [`run_child`]).
-unsafe fn fail_with(report_fd: RawFd, stage: Stage, errno: i32) -> ! {
-    let mut report = [0u8; 8];
-    let (stage_bytes, errno_bytes) = report.split_at_mut(4);
-    stage_bytes.copy_from_slice(&(stage as i32).to_ne_bytes());
-    errno_bytes.copy_from_slice(&errno.to_ne_bytes());
-    loop {
-        // SAFETY: writing 8 bytes from a live stack buffer; a pipe write this small is atomic.
-        let written = unsafe { libc::write(report_fd, report.as_ptr().cast(), report.len()) };
-        if written >= 0 || Errno::last_raw() != libc::EINTR {
-            break;
-        }
-    }
+unsafe fn fail_with(report: &AtomicU64, stage: Stage, errno: i32) -> ! {
+    // Stage codes start at 1, so a report is never 0.
+    report.store(
+        (stage as u64) << 32 | u64::from(errno as u32),
+        Ordering::Release,
+    );
     // SAFETY: leaving the child without running anything of the parent's (no atexit, no
     // destructors, no stdio flush).
     unsafe { libc::_exit(EXEC_FAILED_STATUS) }

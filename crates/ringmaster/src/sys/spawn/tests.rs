@@ -2,8 +2,10 @@
 
 use super::*;
 use crate::sys::testutil::{skip_unless, wait_for, TempDir};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
