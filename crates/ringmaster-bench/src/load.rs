@@ -106,8 +106,9 @@ fn connect_from(addr: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<T
     Ok(socket.into())
 }
 
-/// One attempt: connect, read up to the end of the banner line, close.
-fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>) -> Outcome {
+/// One attempt: connect, send `request` (if any: an HTTP server speaks second), read up to
+/// the end of the first line, close.
+fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>, request: &[u8]) -> Outcome {
     let start = Instant::now();
     let mut s = match connect_from(addr, source) {
         Ok(s) => s,
@@ -115,6 +116,11 @@ fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>) -> Outcome {
     };
     if let Err(e) = s.set_read_timeout(Some(CLIENT_TIMEOUT)) {
         return classify(e);
+    }
+    if !request.is_empty() {
+        if let Err(e) = std::io::Write::write_all(&mut s, request) {
+            return classify(e);
+        }
     }
     let mut buf = [0u8; 512];
     let mut got = 0;
@@ -138,13 +144,19 @@ fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>) -> Outcome {
 
 /// One connection from 127.0.0.1: the time to the end of the banner line, if it came.
 pub fn banner_time(addr: SocketAddr) -> Option<Duration> {
-    match attempt(addr, None) {
+    match attempt(addr, None, b"") {
         Outcome::Ok(d) => Some(d),
         _ => None,
     }
 }
 
-fn client(addr: SocketAddr, index: usize, deadline: Instant, stop: Arc<AtomicBool>) -> Stats {
+fn client(
+    addr: SocketAddr,
+    index: usize,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+    request: &[u8],
+) -> Stats {
     let mut st = Stats::default();
     let spread = addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST);
     for n in 0..MAX_ATTEMPTS {
@@ -152,7 +164,7 @@ fn client(addr: SocketAddr, index: usize, deadline: Instant, stop: Arc<AtomicBoo
             break;
         }
         let source = spread.then(|| loopback_source(index, n));
-        match attempt(addr, source) {
+        match attempt(addr, source, request) {
             Outcome::Ok(d) => {
                 st.ok += 1;
                 st.latencies.push(d);
@@ -182,6 +194,17 @@ pub fn run(
     duration: Duration,
     meanwhile: impl FnOnce(Instant),
 ) -> Stats {
+    run_with(addr, clients, duration, b"", meanwhile)
+}
+
+/// [`run`], each client sending `request` after connecting (an HTTP GET, say).
+pub fn run_with(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    request: &'static [u8],
+    meanwhile: impl FnOnce(Instant),
+) -> Stats {
     let start = Instant::now();
     let deadline = start + duration;
     let stop = Arc::new(AtomicBool::new(false));
@@ -189,7 +212,7 @@ pub fn run(
     for index in 0..clients.max(1) {
         let stop = Arc::clone(&stop);
         handles.push(std::thread::spawn(move || {
-            client(addr, index, deadline, stop)
+            client(addr, index, deadline, stop, request)
         }));
     }
     meanwhile(deadline);

@@ -12,6 +12,7 @@ mod cbuild;
 mod limits;
 mod load;
 mod master;
+mod nginx;
 mod ondemand;
 mod plot;
 mod procfs;
@@ -20,6 +21,7 @@ mod recycle;
 mod scale;
 mod scalecmd;
 mod table;
+mod upgradecmd;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,6 +64,8 @@ enum Cmd {
     /// Thousands of workers and services: start, SIGHUP recycle, stop and master CPU per
     /// pool size; start and on-demand connect latency per number of services.
     Scale(scalecmd::ScaleArgs),
+    /// Binary upgrades (`ringmaster upgrade`) under load: connections lost, longest pause.
+    Upgrade(upgradecmd::UpgradeArgs),
     /// A preforked pool of workers with no use limit.
     Prefork {
         #[command(flatten)]
@@ -151,7 +155,7 @@ struct Common {
     worker_args: String,
 }
 
-fn sibling(name: &str) -> PathBuf {
+pub(crate) fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join(name)))
@@ -575,6 +579,12 @@ fn main() {
             floor_same_policy,
         } => spawn(common, no_floor, floor_same_policy),
         Cmd::Scale(args) => scalecmd::run(args),
+        Cmd::Upgrade(args) => {
+            if let Err(e) = upgradecmd::run(args) {
+                eprintln!("ringmaster-bench upgrade: {e}");
+                std::process::exit(1);
+            }
+        }
         Cmd::Prefork { common, prefork } => {
             let title = format!(
                 "prefork: prefork={prefork}, no use limit, {} clients, {:.1} s",

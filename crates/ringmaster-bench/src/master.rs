@@ -214,6 +214,11 @@ impl Master {
         self.child.id() as i32
     }
 
+    /// Its directory (configs, pidfile, control socket).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -37,3 +37,8 @@ pub use supervisor::{
     PoolCounters, PoolStatus, ReloadCounters, ReloadPlan, ReloadReport, ReloadResult,
     ServiceChange, ServicePlan, Status, WorkerCounts,
 };
+// What a binary upgrade hands from one image of the master to the next.
+pub use supervisor::{
+    AdoptError, DaemonSnapshot, EventSnapshot, PoolSnapshot, RecycleSnapshot, ReloadSnapshot,
+    ServiceState, SupervisorState, WorkerPhase, WorkerSnapshot,
+};

@@ -17,7 +17,8 @@ pub const DEFAULT_IMAPD_CONF: &str = "/etc/imapd.conf";
 ///
 /// Signals: SIGHUP reloads (every service is recycled onto the new config), SIGTERM/SIGINT
 /// stop fast, SIGQUIT stops gracefully (workers finish their clients), SIGUSR1 reopens the
-/// -L log file. Any other signal that
+/// -L log file, SIGUSR2 re-executes the master from its binary (same pid, nothing dropped).
+/// Any other signal that
 /// would kill or stop the master is logged and ignored.
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +54,9 @@ pub enum Command {
     Stop(crate::control::client::StopArgs),
     /// Print the running master's metrics (Prometheus text exposition).
     Metrics(crate::control::client::MetricsArgs),
+    /// Re-execute the running master from its binary (or --binary PATH), same pid, keeping
+    /// every socket and worker; wait until the new binary answers (docs/upgrade.md).
+    Upgrade(crate::control::client::UpgradeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +172,10 @@ pub struct RunArgs {
     /// the master's own loop. Off by default; bind it to loopback or a trusted network.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The self-test a master runs on a new binary before upgrading to it: exit 0 when this
+    /// binary reads upgrade state format N.
+    #[arg(long, hide = true, value_name = "N")]
+    pub check_upgrade: Option<u32>,
 }
 
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {

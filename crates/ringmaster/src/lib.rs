@@ -23,6 +23,7 @@ pub mod notify;
 pub mod run;
 pub mod runtime;
 pub mod sys;
+pub mod upgrade;
 
 /// The version and git revision, as `--version` prints them and the master logs at start.
 pub const VERSION: &str = concat!(

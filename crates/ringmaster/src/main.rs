@@ -17,7 +17,11 @@ fn main() {
         Some(Command::Reload(args)) => ringmaster::control::client::reload(&args),
         Some(Command::Stop(args)) => ringmaster::control::client::stop(&args),
         Some(Command::Metrics(args)) => ringmaster::control::client::metrics(&args),
-        None => ringmaster::run::run(cli.run),
+        Some(Command::Upgrade(args)) => ringmaster::control::client::upgrade(&args),
+        None => match cli.run.check_upgrade {
+            Some(format) => ringmaster::upgrade::check_upgrade(format),
+            None => ringmaster::run::run(cli.run),
+        },
     };
     std::process::exit(status);
 }

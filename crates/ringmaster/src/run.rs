@@ -56,6 +56,10 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
         return EXIT_OSERR;
     }
     sys::clock::init_timezone();
+    // Before the configuration is loaded: children must not inherit the hand-over's names.
+    if let Some(inherited) = crate::upgrade::Inherited::from_env() {
+        return run_adopted(args, signals, &inherited);
+    }
     let mut launcher = match load_configuration(args) {
         Ok(l) => l,
         Err(code) => return code,
@@ -99,6 +103,81 @@ fn run_logged(args: &RunArgs, signals: sys::signals::SignalFd) -> i32 {
             EXIT_OSERR
         }
     };
+    files.release();
+    code
+}
+
+/// The image an upgrade started (same pid): adopts the state the previous image handed
+/// over instead of starting up; if it cannot, runs the previous binary again with it.
+fn run_adopted(
+    args: &RunArgs,
+    signals: sys::signals::SignalFd,
+    inherited: &crate::upgrade::Inherited,
+) -> i32 {
+    let fail = |why: &str| {
+        inherited.roll_back(why);
+        EXIT_OSERR
+    };
+    if let Some(why) = &inherited.failed {
+        warn!("upgrade: rolled back, the new binary failed: {why}");
+    }
+    let state = match inherited.read() {
+        Ok(s) => s,
+        Err(why) => return fail(&why),
+    };
+    if inherited.test_refuse && inherited.failed.is_none() {
+        return fail("refused on purpose (test hook)");
+    }
+    let Ok(launcher) = load_configuration(args) else {
+        return fail("the configuration cannot be loaded");
+    };
+    if let Err(err) = sys::process::become_child_subreaper() {
+        warn!("cannot become the reaper of escaped processes (PR_SET_CHILD_SUBREAPER): {err}");
+    }
+    let imapd = launcher.setup().imapd.clone();
+    observe_setup(&imapd);
+    let Ok(files) = MasterFiles::claim(args, &imapd) else {
+        return fail("cannot take the pidfile");
+    };
+    let now = ringmaster_core::Now {
+        mono: std::time::Instant::now(),
+        unix: sys::clock::unix_now(),
+    };
+    let config = launcher.setup().config.clone();
+    let settings = settings(args, &imapd);
+    let (sup, actions) =
+        match Supervisor::adopt(config, settings, local_clock, state.sup.clone(), now) {
+            Ok(adopted) => adopted,
+            Err(why) => return fail(&why.0),
+        };
+    let on_ready = ready_callback(files.ready_file.clone(), None);
+    let mut runtime = match Runtime::new(sup, launcher, signals, args.backlog, on_ready) {
+        Ok(r) => r,
+        Err(err) => return fail(&format!("cannot set up the event loop: {err}")),
+    };
+    let master = match &inherited.failed {
+        Some(why) => crate::upgrade::MasterInfo {
+            attempts: state.master.attempts,
+            last_error: Some(why.clone()),
+            ..state.previous.clone()
+        },
+        None => state.master.clone(),
+    };
+    if let Err(why) = runtime.adopt(&state, actions, master) {
+        return fail(&why);
+    }
+    info!(
+        "upgrade: adopted {} workers and {} listeners (upgrade {} of pid {})",
+        state.sup.workers.len(),
+        state.listeners.len(),
+        runtime.master_info().upgrades,
+        std::process::id()
+    );
+    // Workers depend on this image now: a metrics endpoint it cannot bind is no reason to go.
+    if observe(&mut runtime, args, &imapd).is_err() {
+        warn!("upgrade: running without the metrics endpoint");
+    }
+    let code = runtime.run();
     files.release();
     code
 }

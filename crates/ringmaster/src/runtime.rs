@@ -24,6 +24,7 @@ use crate::sys;
 mod control;
 mod listeners;
 mod observe;
+mod upgrade;
 
 const KIND_SHIFT: u64 = 56;
 const KIND_SIGNAL: u64 = 1;
@@ -116,6 +117,10 @@ pub struct Runtime {
     observe: observe::Observers,
     /// The pool of each live worker, so that its pool's pipe is read before its exit is fed.
     worker_pools: HashMap<i32, PoolId>,
+    /// This binary, and the upgrades this pid went through.
+    master: crate::upgrade::MasterInfo,
+    /// Started by an upgrade: the supervisor was adopted, not booted.
+    adopted: bool,
 }
 
 /// Where a rate-limited log line comes from.
@@ -153,6 +158,8 @@ impl Runtime {
             last_report: None,
             observe: observe::Observers::new(),
             worker_pools: HashMap::new(),
+            master: crate::upgrade::MasterInfo::at_start(),
+            adopted: false,
         })
     }
 
@@ -167,7 +174,9 @@ impl Runtime {
     pub fn run(mut self) -> i32 {
         // Children that ended before we looked (none, normally) are swept once.
         self.reap();
-        self.feed(Input::Boot);
+        if !self.adopted {
+            self.feed(Input::Boot);
+        }
         let mut tokens = Vec::new();
         while self.exit_code.is_none() {
             let deadline = [
@@ -279,6 +288,10 @@ impl Runtime {
                     };
                     self.note_signal(received, what);
                     crate::logging::reopen();
+                }
+                Signal::SIGUSR2 => {
+                    self.note_signal(received, "upgrading the binary");
+                    self.upgrade_on_signal();
                 }
                 Signal::SIGQUIT => {
                     self.note_signal(received, "stopping gracefully");

@@ -78,7 +78,7 @@ fn every_stray_signal_is_logged_and_survived_then_sigterm_cleans_up() {
         Signal::SIGTRAP,
         Signal::SIGABRT,
         // SIGUSR1 is not a stray: it reopens the log file (tests/logrotate.rs).
-        Signal::SIGUSR2,
+        // Nor SIGUSR2: it upgrades the binary in place (tests/upgrade.rs).
         Signal::SIGTSTP,
         Signal::SIGTTIN,
         Signal::SIGTTOU,

@@ -55,6 +55,14 @@ pub(super) struct Untouched {
     pub(super) daemons: HashSet<String>,
 }
 
+impl Faults {
+    /// An adopted supervisor (upgrade.rs) was started and announced by the image before.
+    pub(super) fn adopted(&mut self) {
+        self.announced = true;
+        self.all_listening_sent = true;
+    }
+}
+
 impl Supervisor {
     /// Start-up binds `count` services; readiness waits for all their outcomes.
     pub(super) fn expect_startup_binds(&mut self, count: usize, out: &mut Vec<Action>) {

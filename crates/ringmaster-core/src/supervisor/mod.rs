@@ -73,6 +73,7 @@ mod start;
 mod status;
 mod stop;
 mod types;
+mod upgrade;
 
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,7 @@ pub use plan::*;
 pub use schedule::{utc, LocalClock, LocalTime};
 pub use status::*;
 pub use types::*;
+pub use upgrade::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

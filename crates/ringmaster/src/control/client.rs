@@ -357,3 +357,89 @@ pub fn metrics(args: &MetricsArgs) -> i32 {
         Err(f) => fail(f),
     }
 }
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// The new binary (default: the path the running master was started from).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+/// The master's pid and what it says of its binary.
+fn master_of(args: &ControlArgs) -> Result<(u32, crate::upgrade::MasterInfo), Failure> {
+    let answer = open(args, Duration::from_secs(5), &Request::Status)?.expect_ok()?;
+    let doc = answer
+        .status
+        .ok_or_else(|| Failure::Unavailable("the answer holds no status".into()))?;
+    Ok((doc.pid, doc.master.unwrap_or_default()))
+}
+
+/// `ringmaster upgrade`: asks for the upgrade, then waits until the master (the same pid)
+/// answers again and says how it went.
+pub fn upgrade(args: &UpgradeArgs) -> i32 {
+    let (pid, before) = match master_of(&args.control) {
+        Ok(m) => m,
+        Err(f) => return fail(f),
+    };
+    // The master resolves a relative path from its own directory, not ours.
+    let binary = match args.binary.as_deref().map(std::path::absolute).transpose() {
+        Ok(b) => b,
+        Err(e) => return fail(Failure::Unavailable(format!("--binary: {e}"))),
+    };
+    let request = Request::Upgrade { binary };
+    let mut session = match open(&args.control, Duration::from_secs(60), &request) {
+        Ok(s) => s,
+        Err(f) => return fail(f),
+    };
+    // Refused: said at once. Else the answer may be lost in the exec; the status says.
+    if let Ok(Some(answer)) = session.next() {
+        if !answer.ok {
+            return fail(Failure::No(Box::new(answer)));
+        }
+    }
+    let deadline = Instant::now() + args.control.timeout.unwrap_or(Duration::from_secs(60));
+    loop {
+        if let Ok((now_pid, now)) = master_of(&args.control) {
+            if now.attempts > before.attempts {
+                return upgrade_outcome(pid, now_pid, &before, &now);
+            }
+        }
+        if Instant::now() >= deadline {
+            return fail(Failure::Unavailable(
+                "timed out waiting for the upgraded master to answer".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn upgrade_outcome(
+    pid: u32,
+    now_pid: u32,
+    before: &crate::upgrade::MasterInfo,
+    now: &crate::upgrade::MasterInfo,
+) -> i32 {
+    if now_pid != pid {
+        eprintln!("ringmaster: the master's pid changed from {pid} to {now_pid}");
+        return 1;
+    }
+    if now.upgrades > before.upgrades {
+        println!(
+            "upgraded: pid {pid} runs {} ({}), upgrade {}",
+            now.binary.display(),
+            now.version,
+            now.upgrades
+        );
+        0
+    } else {
+        eprintln!(
+            "ringmaster: the upgrade failed, pid {pid} runs {} ({}) on: {}",
+            now.binary.display(),
+            now.version,
+            now.last_error.as_deref().unwrap_or("no reason given")
+        );
+        1
+    }
+}

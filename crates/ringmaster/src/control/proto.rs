@@ -30,6 +30,11 @@ pub enum Request {
         graceful: bool,
     },
     Metrics,
+    /// Re-execute the master from `binary` (default: the path of its own binary).
+    Upgrade {
+        #[serde(default)]
+        binary: Option<std::path::PathBuf>,
+    },
 }
 
 fn yes() -> bool {
@@ -157,6 +162,9 @@ pub struct StatusDoc {
     pub daemons: Vec<DaemonDoc>,
     pub events: Vec<EventDoc>,
     pub reloads: ReloadsDoc,
+    /// The binary: version, path and upgrades of this pid (docs/upgrade.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<crate::upgrade::MasterInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +379,7 @@ pub fn status_doc(status: &Status, pid: u32, now: Now) -> StatusDoc {
             in_progress_since_unix: status.reload_in_progress.map(|t| unix_of(t, now)),
             last: status.reloads.last.as_ref().map(|r| report_doc(r, now)),
         },
+        master: None,
     }
 }
 

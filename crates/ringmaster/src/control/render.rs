@@ -21,6 +21,13 @@ pub fn status_table(doc: &StatusDoc, time: ShowTime<'_>) -> String {
         "NOT every service listens"
     };
     let _ = writeln!(out, "master pid {}: {}, {listening}", doc.pid, doc.phase);
+    if let Some(m) = &doc.master {
+        let _ = writeln!(out, "binary {}", m.binary.display());
+        let _ = writeln!(out, "version {}, {} upgrade(s)", m.version, m.upgrades);
+        if let Some(e) = &m.last_error {
+            let _ = writeln!(out, "last upgrade failed: {e}");
+        }
+    }
     if !doc.services.is_empty() {
         let _ = writeln!(
             out,
@@ -277,6 +284,7 @@ mod tests {
                     duration_ms: 3,
                 }),
             },
+            master: None,
         };
         let table = status_table(&doc, &|t| format!("T{t}"));
         for line in table.lines() {

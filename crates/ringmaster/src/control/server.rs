@@ -90,6 +90,11 @@ impl Server {
         })
     }
 
+    /// The listening socket (handed over by a binary upgrade).
+    pub fn listener_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.listener)
+    }
+
     pub fn path(&self) -> &std::path::Path {
         self.listener.path()
     }

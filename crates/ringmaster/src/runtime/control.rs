@@ -62,7 +62,9 @@ impl Runtime {
         match request {
             Request::Status => {
                 let mut answer = Answer::ok();
-                answer.status = Some(status_doc(&self.sup.status(), std::process::id(), now));
+                let mut doc = status_doc(&self.sup.status(), std::process::id(), now);
+                doc.master = Some(self.master_info().clone());
+                answer.status = Some(doc);
                 self.control_answer(conn, &answer);
             }
             Request::Metrics => {
@@ -87,6 +89,21 @@ impl Runtime {
                 self.control_answer(conn, &answer);
             }
             Request::Reload { wait, .. } => self.control_reload(conn, peer, wait),
+            Request::Upgrade { binary } => {
+                info!(
+                    "control: upgrade requested by uid {} pid {}",
+                    peer.uid, peer.pid
+                );
+                match self.prepare_upgrade(binary) {
+                    Ok(prepared) => {
+                        let mut answer = Answer::ok();
+                        answer.pid = Some(std::process::id());
+                        self.control_answer(conn, &answer);
+                        self.exec_upgrade(prepared);
+                    }
+                    Err(why) => self.control_answer(conn, &Answer::error(&why)),
+                }
+            }
             Request::Stop { graceful } => {
                 info!(
                     "control: {} requested by uid {} pid {}",

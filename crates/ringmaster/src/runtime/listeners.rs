@@ -98,6 +98,17 @@ impl Runtime {
                 return false;
             }
         };
+        self.insert_pool_io(name, pool, listener, (status_read, status_write))
+    }
+
+    /// A pool's descriptors, its status pipe given (new, or handed over by an upgrade).
+    pub(super) fn insert_pool_io(
+        &mut self,
+        name: &str,
+        pool: PoolId,
+        listener: Rc<Listener>,
+        (status_read, status_write): (OwnedFd, OwnedFd),
+    ) -> bool {
         if let Err(err) = self
             .poller
             .add(status_read.as_fd(), pool_token(KIND_STATUS, pool))

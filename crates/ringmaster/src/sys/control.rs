@@ -115,6 +115,17 @@ impl ControlListener {
         })
     }
 
+    /// A listener handed over by the previous image of this master (a binary upgrade): the
+    /// socket file at `path` is still the one it listens on.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: &Path) -> io::Result<ControlListener> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(ControlListener {
+            listener: UnixListener::from(fd),
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -22,6 +22,7 @@ pub mod reportfile;
 pub mod signals;
 pub mod spawn;
 pub mod syslog;
+pub mod upgrade;
 pub mod users;
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod props;
 mod reload;
 mod scale;
 mod status;
+mod upgrade;
 
 /// A fake runtime: carries out actions the way the real one does, without syscalls.
 struct Harness {
