@@ -53,8 +53,7 @@ fn start_time(pid: i32) -> Option<u64> {
 fn two_thousand_workers_are_all_recycled_by_one_sighup() {
     let dir = TestDir::new("scale");
     let mut conf = String::from("SERVICES {\n");
-    for i in 0..SERVICES {
-        let port = free_port();
+    for (i, port) in free_ports(SERVICES).into_iter().enumerate() {
         conf.push_str(&format!(
             "  s{i} cmd=\"{WORKER}\" listen=\"127.0.0.1:{port}\" prefork={PREFORK}\n"
         ));

@@ -88,6 +88,17 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `n` distinct free ports: all held open at once while they are picked (one `free_port`
+/// after another may be given the same port twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
 /// Parent pid of a process, from /proc.
 pub fn ppid_of(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
