@@ -25,18 +25,22 @@ fn on_demand_spawn_watches_only_when_needed() {
     let first = h.workers_of("pop3");
     assert_eq!(first.len(), 1);
     assert!(
-        !h.watching.contains(&pool),
-        "a ready worker exists: no watch"
+        h.watching.contains(&pool),
+        "only starting, below maxchild: still watched"
     );
-    h.note(first[0], Message::Connection);
-    assert!(h.watching.contains(&pool));
+    // The client still waits for the first to start: one more is forked ahead.
     h.feed(Input::ListenerReadable { pool, waiting: 1 });
     let both = h.workers_of("pop3");
     assert_eq!(both.len(), 2);
-    h.note(both[1], Message::Connection);
     assert!(!h.watching.contains(&pool), "at maxchild: no watch");
+    h.note(both[0], Message::Connection);
+    h.note(both[1], Message::Connection);
     h.feed(Input::ListenerReadable { pool, waiting: 1 });
     assert_eq!(h.workers_of("pop3").len(), 2, "never above maxchild");
+    h.exit(both[0], ExitStatus::Code(0));
+    assert!(h.watching.contains(&pool), "below maxchild again: watched");
+    h.note(both[1], Message::Available);
+    assert!(!h.watching.contains(&pool), "an idle worker: no watch");
 }
 
 #[test]
