@@ -157,8 +157,9 @@ impl Supervisor {
     }
 
     /// Connections wait and no worker is idle: fork one per waiting connection that no
-    /// starting worker will take, and at least one, while fewer than
-    /// [`MAX_STARTING_PER_POOL`] start (the floor master's policy): connections that arrive
+    /// starting worker will take, and at least one, while fewer than twice the waiting
+    /// clients start, at most [`MAX_STARTING_PER_POOL`] (the floor master's policy, which
+    /// always allows 8, tempered for lone clients): connections that arrive
     /// while a batch starts get workers at once, and a worker or two are already in
     /// accept() when the next clients come. Every readable event seen while watched thus
     /// forks, or the watch goes off in `maintain`: the loop cannot spin.
@@ -184,17 +185,23 @@ impl Supervisor {
         }
     }
 
-    /// No worker said it is idle (AVAILABLE) and fewer than [`MAX_STARTING_PER_POOL`] have
-    /// said nothing yet: a connection waiting now may need a new worker. (A worker that
-    /// never speaks before its first client, as Cyrus's, counts as starting until then: a
-    /// pool holds at most that many of them, or its prefork, because of waiting clients.)
+    /// No worker said it is idle (AVAILABLE) and fewer have said nothing yet than twice the
+    /// clients last seen waiting (at least 2, at most [`MAX_STARTING_PER_POOL`]): a
+    /// connection waiting now may need a new worker, and a lone client does not get 8
+    /// workers started for it. (A worker that never speaks before its first client, as
+    /// Cyrus's, counts as starting until then: a pool holds at most 8 of them, or its
+    /// prefork, because of waiting clients.)
     fn room_to_start(&self, id: PoolId) -> bool {
         let Some(pool) = self.pools.get(&id) else {
             return false;
         };
         let starting = pool.in_flight + pool.tally.starting;
         let idle = pool.tally.ready.saturating_sub(pool.tally.starting);
-        idle == 0 && starting < MAX_STARTING_PER_POOL
+        let ahead = pool
+            .waiting
+            .saturating_mul(2)
+            .clamp(2, MAX_STARTING_PER_POOL);
+        idle == 0 && starting < ahead
     }
 
     /// Room for one more worker for connections already waiting.

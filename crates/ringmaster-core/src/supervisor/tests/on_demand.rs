@@ -30,6 +30,23 @@ fn arrivals_while_a_batch_starts_get_their_own_workers() {
     assert!(!h.watching.contains(&pool), "an idle worker: no watch");
 }
 
+#[test]
+fn a_lone_client_gets_one_worker_ahead_not_eight() {
+    let mut h = Harness::booted(config(vec![service("pop3", 110, 0, None)]));
+    let pool = *h.watching.iter().next().expect("listener watched");
+    for _ in 0..5 {
+        h.feed(Input::ListenerReadable { pool, waiting: 1 });
+    }
+    assert_eq!(h.workers_of("pop3").len(), 2, "its own and one ahead");
+    assert!(
+        !h.watching.contains(&pool),
+        "two starting for one client: no watch"
+    );
+    let workers = h.workers_of("pop3");
+    h.note(workers[0], Message::Connection);
+    assert!(h.watching.contains(&pool), "one took its client: watched");
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Is {
     /// Forked, said nothing: in accept() soon, or already.
@@ -198,11 +215,13 @@ impl Model {
     /// Everything runs its course: every waiting client gets a worker.
     fn drain(&mut self) {
         for _ in 0..10_000 {
+            self.sync();
+            self.check();
             if self.queue == 0 {
                 return;
             }
             if self.readable() {
-                self.sync();
+                continue;
             } else if let Some(pid) = self.nth(0, &[Is::Starting, Is::Idle]) {
                 self.queue -= 1;
                 self.h.note(pid, Message::Connection);
@@ -213,11 +232,9 @@ impl Model {
             } else if let Some(due) = self.h.sup.next_deadline() {
                 let by = due.saturating_duration_since(self.h.now.mono);
                 self.h.advance(by);
-                self.sync();
             } else {
                 panic!("{} clients stranded: nothing will come", self.queue);
             }
-            self.check();
         }
         panic!("{} clients still wait after 10,000 steps", self.queue);
     }
