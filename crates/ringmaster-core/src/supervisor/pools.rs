@@ -159,7 +159,7 @@ impl Supervisor {
     /// Connections wait and no worker is idle: fork one per waiting connection that no
     /// starting worker will take, and at least one, while fewer than twice the waiting
     /// clients start, at most [`MAX_STARTING_PER_POOL`] (the floor master's policy, which
-    /// always allows 8, tempered for lone clients): connections that arrive
+    /// always allows 8, tempered; one for a lone client): connections that arrive
     /// while a batch starts get workers at once, and a worker or two are already in
     /// accept() when the next clients come. Every readable event seen while watched thus
     /// forks, or the watch goes off in `maintain`: the loop cannot spin.
@@ -186,21 +186,21 @@ impl Supervisor {
     }
 
     /// No worker said it is idle (AVAILABLE) and fewer have said nothing yet than twice the
-    /// clients last seen waiting (at least 2, at most [`MAX_STARTING_PER_POOL`]): a
-    /// connection waiting now may need a new worker, and a lone client does not get 8
-    /// workers started for it. (A worker that never speaks before its first client, as
-    /// Cyrus's, counts as starting until then: a pool holds at most 8 of them, or its
-    /// prefork, because of waiting clients.)
+    /// clients last seen waiting (at most [`MAX_STARTING_PER_POOL`]), or than one for a lone
+    /// client: a connection waiting now may need a new worker, and a worker started ahead
+    /// of a lone client would only compete with its own for the CPU. (A worker that never
+    /// speaks before its first client, as Cyrus's, counts as starting until then: a pool
+    /// holds at most 8 of them, or its prefork, because of waiting clients.)
     fn room_to_start(&self, id: PoolId) -> bool {
         let Some(pool) = self.pools.get(&id) else {
             return false;
         };
         let starting = pool.in_flight + pool.tally.starting;
         let idle = pool.tally.ready.saturating_sub(pool.tally.starting);
-        let ahead = pool
-            .waiting
-            .saturating_mul(2)
-            .clamp(2, MAX_STARTING_PER_POOL);
+        let ahead = match pool.waiting {
+            0 | 1 => 1,
+            n => n.saturating_mul(2).min(MAX_STARTING_PER_POOL),
+        };
         idle == 0 && starting < ahead
     }
 

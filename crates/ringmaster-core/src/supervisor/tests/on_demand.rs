@@ -31,20 +31,32 @@ fn arrivals_while_a_batch_starts_get_their_own_workers() {
 }
 
 #[test]
-fn a_lone_client_gets_one_worker_ahead_not_eight() {
+fn a_lone_client_gets_its_worker_and_none_ahead() {
     let mut h = Harness::booted(config(vec![service("pop3", 110, 0, None)]));
     let pool = *h.watching.iter().next().expect("listener watched");
-    for _ in 0..5 {
-        h.feed(Input::ListenerReadable { pool, waiting: 1 });
-    }
-    assert_eq!(h.workers_of("pop3").len(), 2, "its own and one ahead");
+    h.feed(Input::ListenerReadable { pool, waiting: 1 });
+    assert_eq!(h.workers_of("pop3").len(), 1);
     assert!(
         !h.watching.contains(&pool),
-        "two starting for one client: no watch"
+        "one starting for one client: no watch"
     );
+    h.feed(Input::ListenerReadable { pool, waiting: 1 });
+    assert_eq!(h.workers_of("pop3").len(), 1, "a stale event forks nothing");
     let workers = h.workers_of("pop3");
     h.note(workers[0], Message::Connection);
-    assert!(h.watching.contains(&pool), "one took its client: watched");
+    assert!(h.watching.contains(&pool), "it took its client: watched");
+    h.feed(Input::ListenerReadable { pool, waiting: 2 });
+    assert_eq!(h.workers_of("pop3").len(), 3, "two clients: two workers");
+    assert!(
+        h.watching.contains(&pool),
+        "two starting for two clients: watched"
+    );
+    h.feed(Input::ListenerReadable { pool, waiting: 2 });
+    assert_eq!(
+        h.workers_of("pop3").len(),
+        4,
+        "and one ahead, up to twice the clients"
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
