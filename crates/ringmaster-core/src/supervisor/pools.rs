@@ -27,8 +27,9 @@ const MAX_THROTTLE: Duration = Duration::from_secs(300);
 const BABYSIT_PAUSE: Duration = Duration::from_secs(10);
 /// Generations older than this many reloads are terminated without waiting for the drain.
 pub(super) const MAX_LIVE_GENERATIONS: u64 = 8;
-/// Workers of one announcing pool forked and not yet ready, at most, while it fills up to
-/// its prefork (as the floor master of the benchmark, which starts up to 8 at once).
+/// Workers of one pool forked and not yet ready, at most: while an announcing pool fills up
+/// to its prefork, and while clients wait (as the floor master of the benchmark, which
+/// starts up to 8 at once).
 const MAX_STARTING_PER_POOL: u32 = 8;
 const ONE_SECOND: Duration = Duration::from_secs(1);
 const SIGHUP: i32 = 1;
@@ -155,9 +156,13 @@ impl Supervisor {
             .map_or((0, 0), |p| (p.tally.active, p.tally.ready))
     }
 
-    /// Connections wait and no worker is ready: fork one per waiting connection (as far as
-    /// maxchild and maxforkrate allow), so that they start side by side rather than one
-    /// after the other.
+    /// Connections wait and no worker is idle: fork one per waiting connection that no
+    /// starting worker will take, and at least one, while fewer than twice the waiting
+    /// clients start, at most [`MAX_STARTING_PER_POOL`] (the floor master's policy, which
+    /// always allows 8, tempered; one for a lone client): connections that arrive
+    /// while a batch starts get workers at once, and a worker or two are already in
+    /// accept() when the next clients come. Every readable event seen while watched thus
+    /// forks, or the watch goes off in `maintain`: the loop cannot spin.
     pub(super) fn on_readable(
         &mut self,
         pool: PoolId,
@@ -165,17 +170,38 @@ impl Supervisor {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        if let Some(p) = self.pools.get_mut(&pool) {
-            p.waiting = waiting;
-        }
+        let Some(p) = self.pools.get_mut(&pool) else {
+            return;
+        };
+        p.waiting = waiting;
+        let forks = waiting.saturating_sub(p.in_flight + p.tally.starting);
         // Its watch is looked at again even when nothing may be forked now.
         self.touched.insert(pool);
-        for _ in 0..waiting.max(1) {
-            if !self.wants_watch(pool, now.mono) && !self.may_fork_for_waiting(pool, now.mono) {
+        for _ in 0..forks.max(1) {
+            if !self.wants_watch(pool, now.mono) {
                 break;
             }
             self.spawn_worker(pool, now, out);
         }
+    }
+
+    /// No worker said it is idle (AVAILABLE) and fewer have said nothing yet than twice the
+    /// clients last seen waiting (at most [`MAX_STARTING_PER_POOL`]), or than one for a lone
+    /// client: a connection waiting now may need a new worker, and a worker started ahead
+    /// of a lone client would only compete with its own for the CPU. (A worker that never
+    /// speaks before its first client, as Cyrus's, counts as starting until then: a pool
+    /// holds at most 8 of them, or its prefork, because of waiting clients.)
+    fn room_to_start(&self, id: PoolId) -> bool {
+        let Some(pool) = self.pools.get(&id) else {
+            return false;
+        };
+        let starting = pool.in_flight + pool.tally.starting;
+        let idle = pool.tally.ready.saturating_sub(pool.tally.starting);
+        let ahead = match pool.waiting {
+            0 | 1 => 1,
+            n => n.saturating_mul(2).min(MAX_STARTING_PER_POOL),
+        };
+        idle == 0 && starting < ahead
     }
 
     /// Room for one more worker for connections already waiting.
@@ -456,10 +482,11 @@ impl Supervisor {
     }
 
     /// Watch the listener only while a connection would need a new worker and one may be
-    /// forked now; level-triggered epoll would spin otherwise.
+    /// forked now; level-triggered epoll would spin otherwise. Every input that changes
+    /// either (a fork, a note, an exit, the rate, the throttle) touches the pool, so the
+    /// watch comes back as soon as a waiting connection could get a worker.
     pub(super) fn wants_watch(&self, id: PoolId, now: Instant) -> bool {
-        let starting = self.pools.get(&id).map_or(0, |p| p.in_flight);
-        self.may_fork_for_waiting(id, now) && self.pool_counts(id).1 + starting == 0
+        self.may_fork_for_waiting(id, now) && self.room_to_start(id)
     }
 
     /// Only maxforkrate keeps the listener unwatched: connections may wait for a worker that

@@ -15,6 +15,7 @@ use crate::config::{
 mod faults;
 mod leftovers;
 mod lifecycle;
+mod on_demand;
 mod plan;
 mod pools;
 mod props;

@@ -21,22 +21,18 @@ fn on_demand_spawn_watches_only_when_needed() {
     let mut h = Harness::booted(config(vec![service("pop3", 110, 0, Some(2))]));
     assert!(h.workers_of("pop3").is_empty());
     let pool = *h.watching.iter().next().expect("listener watched");
-    h.feed(Input::ListenerReadable { pool, waiting: 1 });
-    let first = h.workers_of("pop3");
-    assert_eq!(first.len(), 1);
-    assert!(
-        !h.watching.contains(&pool),
-        "a ready worker exists: no watch"
-    );
-    h.note(first[0], Message::Connection);
-    assert!(h.watching.contains(&pool));
-    h.feed(Input::ListenerReadable { pool, waiting: 1 });
+    h.feed(Input::ListenerReadable { pool, waiting: 2 });
     let both = h.workers_of("pop3");
-    assert_eq!(both.len(), 2);
-    h.note(both[1], Message::Connection);
+    assert_eq!(both.len(), 2, "one per waiting client");
     assert!(!h.watching.contains(&pool), "at maxchild: no watch");
+    h.note(both[0], Message::Connection);
+    h.note(both[1], Message::Connection);
     h.feed(Input::ListenerReadable { pool, waiting: 1 });
     assert_eq!(h.workers_of("pop3").len(), 2, "never above maxchild");
+    h.exit(both[0], ExitStatus::Code(0));
+    assert!(h.watching.contains(&pool), "below maxchild again: watched");
+    h.note(both[1], Message::Available);
+    assert!(!h.watching.contains(&pool), "an idle worker: no watch");
 }
 
 #[test]
