@@ -19,6 +19,8 @@ const EXIT_OSERR: i32 = 71;
 /// Runs the master; returns the process exit status.
 pub fn run(args: RunArgs) -> i32 {
     let args = &args;
+    // While the lowest descriptor numbers are free: spawns stage a child's descriptors there.
+    sys::spawn::reserve_descriptor_slots();
     // First of all: signals are blocked and read from a signalfd from here on, so a signal
     // during start-up is handled like any other, and nothing ever runs in a handler.
     let signals = match sys::signals::SignalFd::install() {

@@ -238,6 +238,58 @@ fn fds_3_and_4_are_closed_when_not_given() {
 }
 
 #[test]
+fn a_child_of_a_crowded_table_gets_only_its_own_descriptors() {
+    let dir = TempDir::new("spawn-crowded");
+    let out = dir.path().join("out");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // Thousands of descriptors, as a master with a thousand services holds, every tenth
+    // without CLOEXEC: none of them may reach the child.
+    let crowd: Vec<OwnedFd> = (0..3000)
+        .map(|i| {
+            let flags = if i % 10 == 0 {
+                OFlag::O_RDONLY
+            } else {
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC
+            };
+            nix::fcntl::open("/dev/null", flags, nix::sys::stat::Mode::empty())
+                .map(|fd| {
+                    // SAFETY: open just returned this descriptor; nothing else owns it.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                })
+                .expect("open")
+        })
+        .collect();
+    let mut spec = sh(FD_SCRIPT, &out);
+    spec.listen_fd = Some(listener.as_raw_fd());
+    let status = run(&spec);
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    let report = std::fs::read_to_string(&out).expect("child output");
+    assert_eq!(fd_numbers(&report), vec![0, 1, 2, 4], "{report}");
+    assert!(report.contains(&link_of(&listener)), "{report}");
+    drop(crowd);
+}
+
+#[test]
+fn a_listener_handed_to_a_child_closes_with_its_last_owner() {
+    // The master's copy staged for the child must be gone once spawn returns: a listener the
+    // master closes after its worker exited refuses connections at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut spec = sh("exit 0", Path::new("/dev/null"));
+    spec.listen_fd = Some(listener.as_raw_fd());
+    let status = run(&spec);
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    drop(listener);
+    let refused =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.kind());
+    assert_eq!(
+        refused.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the listener outlived its last owner"
+    );
+}
+
+#[test]
 fn a_child_may_get_a_process_group_of_its_own() {
     let dir = TempDir::new("spawn-pgrp");
     for own in [false, true] {
