@@ -176,8 +176,14 @@ fn master_environment_for_its_own_supervisor_is_not_passed_on() {
         .start();
     let kids = m.wait_children(1);
     let pid = *kids.iter().next().unwrap();
-    let environ = String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/environ")).unwrap())
-        .replace('\0', "\n");
+    let read_environ = || {
+        String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
+            .replace('\0', "\n")
+    };
+    // Until it has exec'd, a child shares the master's memory, environment included.
+    let execd = wait_until(WAIT, || read_environ().contains("CYRUS_SERVICE="));
+    let environ = read_environ();
+    assert!(execd, "the worker never exec'd: {environ}");
     assert!(!environ.contains("NOTIFY_SOCKET"), "{environ}");
     assert!(!environ.contains("LISTEN_FDS"), "{environ}");
     assert!(environ.contains("CYRUS_SERVICE=echo"));
