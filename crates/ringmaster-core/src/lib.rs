@@ -17,6 +17,7 @@
 mod config;
 mod ratelimit;
 mod supervisor;
+mod wording;
 
 pub use config::{
     describe_cron, load_cyrus_conf_with, load_imapd_conf_all, parse_cyrus_conf, parse_imapd_conf,
@@ -30,6 +31,7 @@ pub use supervisor::{
     LocalTime, LogEvent, LogRecord, Now, Pid, PoolId, Readiness, Role, ServiceKey, Settings, Sig,
     SpawnRequest, Supervisor, EXIT_BIND_FAILED, EXIT_CONFIG, EXIT_START_FAILED,
 };
+pub use wording::counted;
 // What `Supervisor::status` reports (status, metrics, systemd) and what `Supervisor::plan`
 // plans (reload --dry-run).
 pub use supervisor::{

@@ -138,9 +138,10 @@ pub fn status_line(status: &Status) -> String {
     let workers: u32 = status.pools.iter().map(|p| p.workers.total()).sum();
     let draining: u32 = status.pools.iter().map(|p| p.workers.draining).sum();
     let mut line = format!(
-        "{} services listening, {} down; {workers} workers",
-        services.len(),
-        status.down.len()
+        "{} listening, {} down; {}",
+        ringmaster_core::counted(services.len() as u64, "service"),
+        status.down.len(),
+        ringmaster_core::counted(workers.into(), "worker")
     );
     if draining > 0 {
         line.push_str(&format!(" ({draining} draining)"));

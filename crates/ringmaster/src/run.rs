@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use ringmaster_core::{LocalTime, Settings, Supervisor, EXIT_CONFIG};
+use ringmaster_core::{counted, LocalTime, Settings, Supervisor, EXIT_CONFIG};
 
 use crate::cli::RunArgs;
 use crate::cyrus_prom;
@@ -275,11 +275,11 @@ fn log_starting(args: &RunArgs, config: &ringmaster_core::Config) {
         + config.unresolved.events.len()
         + config.unresolved.daemons.len();
     info!(
-        "starting: {} START, {} services, {} events, {} daemons from {}{}",
+        "starting: {} START, {}, {}, {} from {}{}",
         config.start.len(),
-        config.services.len(),
-        config.events.len(),
-        config.daemons.len(),
+        counted(config.services.len() as u64, "service"),
+        counted(config.events.len() as u64, "event"),
+        counted(config.daemons.len() as u64, "daemon"),
         args.paths.cyrus_conf.display(),
         match down {
             0 => String::new(),

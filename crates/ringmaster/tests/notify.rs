@@ -115,7 +115,7 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
     let ready = notes.until("READY=1", &m);
     let status = field(&ready, "STATUS").expect("a STATUS= with READY=1");
     assert!(
-        status.starts_with("1 services listening, 0 down"),
+        status.starts_with("1 service listening, 0 down"),
         "{status}"
     );
 
@@ -137,7 +137,7 @@ fn ready_reloading_ready_rejected_and_stopping_in_order() {
     );
 
     assert!(
-        m.wait_log("reload 1 complete: every service has its workers ready (1 services, 1 workers on the new configuration, "),
+        m.wait_log("reload 1 complete: every service has its workers ready (1 service, 1 worker on the new configuration, "),
         "{}",
         m.log_text()
     );
@@ -194,7 +194,7 @@ fn ready_waits_for_a_service_whose_port_is_taken() {
     drop(taken);
     let ready = notes.until("READY=1", &m);
     assert!(
-        field(&ready, "STATUS").is_some_and(|s| s.starts_with("1 services listening, 0 down")),
+        field(&ready, "STATUS").is_some_and(|s| s.starts_with("1 service listening, 0 down")),
         "{ready:?}"
     );
 }

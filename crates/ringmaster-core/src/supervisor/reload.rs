@@ -42,12 +42,14 @@ impl std::fmt::Display for ReloadCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} services, {} workers on the new configuration, {} old workers draining",
-            self.services, self.current, self.draining
+            "{}, {} on the new configuration, {} draining",
+            crate::counted(self.services as u64, "service"),
+            crate::counted(self.current.into(), "worker"),
+            crate::counted(self.draining.into(), "old worker")
         )?;
         match self.bind_errors {
             0 => Ok(()),
-            n => write!(f, ", {n} bind errors"),
+            n => write!(f, ", {}", crate::counted(n as u64, "bind error")),
         }
     }
 }

@@ -108,7 +108,7 @@ fn an_applied_reload_is_reported_once_it_settles() {
     assert!(
         settled[0]
             .message
-            .contains("(1 services, 2 workers on the new configuration, 1 old workers draining)"),
+            .contains("(1 service, 2 workers on the new configuration, 1 old worker draining)"),
         "{}",
         settled[0].message
     );
