@@ -48,6 +48,11 @@ pub fn cpu_seconds(pid: i32) -> Option<f64> {
         .map(|t| t as f64 / clock_ticks())
 }
 
+/// User plus system CPU time of the bench itself, all its threads, in seconds.
+pub fn own_cpu_seconds() -> Option<f64> {
+    parse_cpu_ticks(&fs::read_to_string("/proc/self/stat").ok()?).map(|t| t as f64 / clock_ticks())
+}
+
 fn clock_ticks() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,

@@ -59,6 +59,9 @@ pub struct PoolRun {
     pub cpu_start: Option<f64>,
     pub cpu_recycle: Option<f64>,
     pub cpu_stop: Option<f64>,
+    /// The bench's own CPU time (all its threads) while it waited for the recycle: what the
+    /// bench took from the two cores the master and its workers also need.
+    pub bench_cpu_recycle: Option<f64>,
     /// The master's peak resident size, read after the recycle, in kB.
     pub master_hwm_kb: Option<f64>,
 }
@@ -224,6 +227,7 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         cpu_start: None,
         cpu_recycle: None,
         cpu_stop: None,
+        bench_cpu_recycle: None,
         master_hwm_kb: None,
     };
     let prepared = run_dir().and_then(|dir| {
@@ -266,7 +270,9 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         // make every other process on the machine fail to fork too.
         run.recycle = Err(format!("not run: {why}"));
     } else if run.start.is_ok() {
+        let bench_cpu_before = procfs::own_cpu_seconds();
         run.recycle = wait_recycled(&mut master, &mut ready, want, setup.limit);
+        run.bench_cpu_recycle = delta(bench_cpu_before, procfs::own_cpu_seconds());
         run.recycle_not_done = run
             .recycle
             .as_ref()
