@@ -155,6 +155,39 @@ fn delta(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?)
 }
 
+/// How often the bench looks at progress while it waits. It sleeps between looks and reads
+/// everything that arrived meanwhile, so waiting costs it the same under every master however
+/// fast the workers report; a finish is seen up to one tick late under any master alike.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Of the time the bench waits for a recycle, at most 1/READ_SHARE goes to reading the
+/// master's children (see [`OldWorkers::update`]).
+const READ_SHARE: u32 = 20;
+
+/// Wake-ups on a fixed schedule, [`TICK`] apart. A late wake-up skips the ticks it missed
+/// rather than making up for them in a burst.
+struct Ticker {
+    next: Instant,
+}
+
+impl Ticker {
+    fn new() -> Ticker {
+        Ticker {
+            next: Instant::now() + TICK,
+        }
+    }
+
+    fn sleep(&mut self) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        let late = Instant::now().saturating_duration_since(self.next);
+        let missed = (late.as_nanos() / TICK.as_nanos()) as u32;
+        self.next += TICK * (missed + 1);
+    }
+}
+
 /// Wait until `want` pids reported ready since `since`, bounded by `limit`.
 fn wait_started(
     master: &mut Master,
@@ -163,9 +196,12 @@ fn wait_started(
     since: Instant,
     limit: Duration,
 ) -> Outcome {
+    ready.mark(since);
+    let mut tick = Ticker::new();
     loop {
-        ready.wait(Duration::from_millis(10));
-        let have = ready.count_since(since);
+        tick.sleep();
+        ready.drain();
+        let have = ready.fresh();
         if have >= want {
             return Ok(since.elapsed().as_secs_f64());
         }
@@ -185,33 +221,88 @@ fn wait_started(
     }
 }
 
-/// SIGHUP, then wait until no pid of `old` is a child any more (a pid that reported ready
-/// after the SIGHUP is a new worker, whatever its number) and `want` new ones reported.
+/// The workers a master had before a SIGHUP that the bench has not yet seen go: a pid that
+/// is no longer the master's child, or that reported ready after the SIGHUP (a new worker
+/// with an old number), is gone.
+struct OldWorkers {
+    left: HashSet<i32>,
+    before: usize,
+    /// Children of the master at the last read.
+    children: usize,
+    /// No paced read before this.
+    next_read: Instant,
+}
+
+impl OldWorkers {
+    fn new(children: Vec<i32>) -> OldWorkers {
+        let left: HashSet<i32> = children.into_iter().collect();
+        OldWorkers {
+            before: left.len(),
+            children: left.len(),
+            left,
+            next_read: Instant::now(),
+        }
+    }
+
+    /// Read the master's children now.
+    fn read(&mut self, master: i32, ready: &Ready) {
+        let started = Instant::now();
+        let listed = procfs::child_list(master);
+        self.children = listed.len();
+        // A pid missing from the list was reaped and stays gone: should its number come
+        // back, it is a new worker, which reports ready.
+        self.left = listed
+            .into_iter()
+            .filter(|p| self.left.contains(p) && !ready.is_fresh(*p))
+            .collect();
+        self.next_read = Instant::now() + started.elapsed() * (READ_SHARE - 1);
+    }
+
+    /// [`Self::read`], unless the last read was too recent. The list holds every child
+    /// (both pools while ringmaster keeps the old one, up to 40,000 pids of text): read on
+    /// every tick, it would cost the bench more under the master with more children alive,
+    /// and take from the cores both masters need.
+    fn update(&mut self, master: i32, ready: &Ready) {
+        if Instant::now() >= self.next_read {
+            self.read(master, ready);
+        }
+    }
+}
+
+/// SIGHUP, then wait until no pid of the old pool is a child any more and `want` new ones
+/// reported.
 fn wait_recycled(master: &mut Master, ready: &mut Ready, want: usize, limit: Duration) -> Outcome {
-    let old: HashSet<i32> = procfs::child_list(master.pid()).into_iter().collect();
+    // Reports still queued are from the old pool: read them before the mark.
+    ready.drain();
+    let mut old = OldWorkers::new(procfs::child_list(master.pid()));
     let since = Instant::now();
+    ready.mark(since);
     master.signal(Signal::SIGHUP)?;
+    let mut tick = Ticker::new();
     loop {
-        ready.wait(Duration::from_millis(10));
-        let now = procfs::child_list(master.pid());
-        let old_left = now
-            .iter()
-            .filter(|p| old.contains(p) && !ready.reported_since(**p, since))
-            .count();
-        let fresh = ready.count_since(since);
-        if old_left == 0 && fresh >= want {
-            return Ok(since.elapsed().as_secs_f64());
+        tick.sleep();
+        ready.drain();
+        let fresh = ready.fresh();
+        // Until `want` new workers reported the recycle cannot be over, so the children
+        // need not be read before.
+        if fresh >= want {
+            old.update(master.pid(), ready);
+            if old.left.is_empty() {
+                return Ok(since.elapsed().as_secs_f64());
+            }
         }
         if let Some(status) = master.exited() {
             return Err(format!("master exited ({status}) during the recycle"));
         }
         if since.elapsed() > limit {
+            old.read(master.pid(), ready);
             return Err(format!(
-                "not done after {} s: {old_left} of {} old workers left, {fresh} new ready, \
+                "not done after {} s: {} of {} old workers left, {fresh} new ready, \
                  {} children",
                 limit.as_secs(),
-                old.len(),
-                now.len()
+                old.left.len(),
+                old.before,
+                old.children
             ));
         }
     }
