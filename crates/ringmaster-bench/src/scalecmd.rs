@@ -235,6 +235,25 @@ fn print_load_rows(label: &str, runs: &[Vec<PoolRun>]) {
             &ok,
             Better::Neither,
         );
+        if phase == "recycle" {
+            // A master that lets the old pool go first makes clients wait for a new worker.
+            let p99: Cells = runs
+                .iter()
+                .map(|rs| {
+                    option_cell(
+                        &rs.iter()
+                            .map(|r| get(r).and_then(|c| c.p99_ms))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            print_row(
+                label,
+                "load through recycle: connect to banner p99 ms",
+                &p99,
+                Better::Lower,
+            );
+        }
         let failed: Cells = runs
             .iter()
             .map(|rs| {
