@@ -4,9 +4,11 @@
  * starts (unless --no-announce), then accepts in a blocking loop: CONNECTION on each client,
  * "* OK min_worker\r\n", reads until the client closes, AVAILABLE again, and exits after
  * -U uses (0: no limit).
- * SIGHUP makes it exit 0 and SIGTERM exit 75 at once, as an idle Cyrus service does: a
- * worker killed by the signal would count as a crash to Cyrus's master, which then throttles
- * the service.
+ * SIGHUP makes an idle worker exit 0 at once and a busy one once its client is done, and
+ * SIGTERM exit 75 at once, as a Cyrus service does: a worker killed by the signal would
+ * count as a crash to Cyrus's master, which then throttles the service, and a busy worker
+ * that left on SIGHUP would cut its client off, a loss the benchmark would lay at the
+ * master's door.
  *
  * With -r PATH it also sends its pid, once ready, as one datagram to the UNIX socket PATH:
  * that is how the benchmark sees each worker become ready without reading the master's pipe.
@@ -14,6 +16,7 @@
  * Built by ringmaster-bench at run time with `cc -O2` (statically when libc.a is there).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +33,25 @@ static void note(int message, int pid)
     (void)!write(STATUS_FD, msg, sizeof msg);
 }
 
+/* Set while a client is served: SIGHUP then only asks the worker to go once it is done. */
+static volatile sig_atomic_t busy;
+static volatile sig_atomic_t hup_seen;
+/* The descriptor every accept returns: the lowest free one, as the worker opens nothing
+ * else while it serves and closes each client before the next accept. */
+static int client_fd = -1;
+
 static void on_hup(int sig)
 {
     (void)sig;
-    _exit(0);
+    int saved = errno;
+    /* Idle means not busy and no client just accepted: accept may have returned one and
+     * this handler run before `busy = 1` (the signal is delivered on the way back from the
+     * call, which can be long after the connection woke the worker), so its descriptor is
+     * looked at too. */
+    if (!busy && fcntl(client_fd, F_GETFD) == -1)
+        _exit(0);
+    hup_seen = 1;
+    errno = saved;
 }
 
 static void on_term(int sig)
@@ -68,6 +86,10 @@ int main(int argc, char **argv)
     }
     if (!getenv("CYRUS_SERVICE"))
         return 70; /* as Cyrus's services do outside a master */
+    client_fd = dup(LISTEN_FD);
+    if (client_fd < 0)
+        return 1;
+    close(client_fd);
     signal(SIGHUP, on_hup);
     signal(SIGTERM, on_term);
     int pid = getpid();
@@ -77,7 +99,11 @@ int main(int argc, char **argv)
         report_ready(report, pid);
     static const char banner[] = "* OK min_worker\r\n";
     for (long served = 0; uses == 0 || served < uses;) {
+        busy = 0;
+        if (hup_seen)
+            return 0; /* a SIGHUP came while the last client was served */
         int c = accept(LISTEN_FD, NULL, NULL);
+        busy = 1;
         if (c < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
                 continue;
@@ -93,6 +119,8 @@ int main(int argc, char **argv)
             ;
         close(c);
         served++;
+        if (hup_seen)
+            return 0;
         if (uses == 0 || served < uses)
             note(AVAILABLE, pid);
     }

@@ -1,4 +1,5 @@
-//! The client load: N threads connect, read the banner and close, in a loop bounded in time.
+//! The client load: N threads connect, read the banner and close, in a loop bounded in time;
+//! and the light [`Background`] load `scale` runs through a recycle and a stop.
 //!
 //! Against 127.0.0.1, each connection comes from another address of 127.0.0.0/8: at tens of
 //! thousands of connections a second, one source address runs out of ephemeral ports (every
@@ -7,7 +8,7 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ pub struct Stats {
     pub refused: u64,
     /// Reset, aborted, or closed before the banner.
     pub reset: u64,
+    /// Of `reset`, those that had part of the banner first: a worker accepted the
+    /// connection and then left it.
+    pub cut: u64,
     /// No connection or no banner within [`CLIENT_TIMEOUT`].
     pub timeout: u64,
     pub other: u64,
@@ -36,12 +40,34 @@ impl Stats {
         self.ok += o.ok;
         self.refused += o.refused;
         self.reset += o.reset;
+        self.cut += o.cut;
         self.timeout += o.timeout;
         self.other += o.other;
         if self.first_other.is_none() {
             self.first_other = o.first_other;
         }
         self.latencies.extend(o.latencies);
+    }
+
+    /// Count one attempt.
+    fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok(d) => {
+                self.ok += 1;
+                self.latencies.push(d);
+            }
+            Outcome::Refused => self.refused += 1,
+            Outcome::Reset => self.reset += 1,
+            Outcome::Cut => {
+                self.reset += 1;
+                self.cut += 1;
+            }
+            Outcome::Timeout => self.timeout += 1,
+            Outcome::Other(e) => {
+                self.other += 1;
+                self.first_other.get_or_insert(e);
+            }
+        }
     }
 
     pub fn failures(&self) -> u64 {
@@ -71,6 +97,8 @@ enum Outcome {
     Ok(Duration),
     Refused,
     Reset,
+    /// Reset or closed after part of the banner.
+    Cut,
     Timeout,
     Other(String),
 }
@@ -124,9 +152,13 @@ fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>, request: &[u8]) -> Outcom
     }
     let mut buf = [0u8; 512];
     let mut got = 0;
+    let cut_short = |got: usize, outcome: Outcome| match outcome {
+        Outcome::Reset if got > 0 => Outcome::Cut,
+        other => other,
+    };
     loop {
         match s.read(&mut buf[got..]) {
-            Ok(0) => return Outcome::Reset,
+            Ok(0) => return cut_short(got, Outcome::Reset),
             Ok(n) => {
                 got += n;
                 if buf[..got].contains(&b'\n') {
@@ -137,7 +169,7 @@ fn attempt(addr: SocketAddr, source: Option<Ipv4Addr>, request: &[u8]) -> Outcom
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return classify(e),
+            Err(e) => return cut_short(got, classify(e)),
         }
     }
 }
@@ -164,23 +196,12 @@ fn client(
             break;
         }
         let source = spread.then(|| loopback_source(index, n));
-        match attempt(addr, source, request) {
-            Outcome::Ok(d) => {
-                st.ok += 1;
-                st.latencies.push(d);
-            }
-            Outcome::Refused => {
-                st.refused += 1;
-                // A refusal is instant: do not spin on a port that is not there.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Outcome::Reset => st.reset += 1,
-            Outcome::Timeout => st.timeout += 1,
-            Outcome::Other(e) => {
-                st.other += 1;
-                st.first_other.get_or_insert(e);
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        let outcome = attempt(addr, source, request);
+        // A refusal is instant: do not spin on a port that is not there.
+        let pause = matches!(outcome, Outcome::Refused | Outcome::Other(_));
+        st.record(outcome);
+        if pause {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     st
@@ -229,6 +250,144 @@ pub fn run_with(
     total
 }
 
+/// The window a [`Background`] load starts no attempt in.
+pub const PAUSED: usize = usize::MAX;
+
+/// What a [`Background`] load's threads and its owner share.
+struct Shared {
+    /// The window new attempts are counted in, or [`PAUSED`].
+    window: AtomicUsize,
+    /// Attempts begun and not yet counted.
+    in_flight: AtomicUsize,
+    /// Attempts counted, in any window.
+    done: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A light load in the background: `clients` threads, each connecting to the ports in turn
+/// (round-robin over all of them), reading the banner, closing, then pausing. Its owner opens
+/// numbered windows (a phase of the run each); an attempt counts in the window open when it
+/// began.
+pub struct Background {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<Vec<Stats>>>,
+    windows: usize,
+    started: Instant,
+}
+
+impl Background {
+    /// Start the threads, paused: nothing is tried before [`Background::open`].
+    pub fn start(addrs: Vec<SocketAddr>, clients: usize, pause: Duration, windows: usize) -> Self {
+        let shared = Arc::new(Shared {
+            window: AtomicUsize::new(PAUSED),
+            in_flight: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        // No port, no client: there would be nothing to connect to.
+        let clients = if addrs.is_empty() { 0 } else { clients };
+        let addrs = Arc::new(addrs);
+        let threads = (0..clients)
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                let addrs = Arc::clone(&addrs);
+                std::thread::spawn(move || {
+                    background_client(&shared, &addrs, index, clients, pause, windows)
+                })
+            })
+            .collect();
+        Background {
+            shared,
+            threads,
+            windows,
+            started: Instant::now(),
+        }
+    }
+
+    /// Count attempts that begin from now on in `window`.
+    pub fn open(&self, window: usize) {
+        self.shared.window.store(window, Ordering::SeqCst);
+    }
+
+    /// Attempts finished so far, in any window.
+    pub fn done(&self) -> u64 {
+        self.shared.done.load(Ordering::SeqCst)
+    }
+
+    /// Begin no attempt, and wait (at most `limit`) until those under way are counted, so
+    /// that none begun in one window ends in the next: whether it was lost to that window.
+    pub fn pause(&self, limit: Duration) -> bool {
+        self.shared.window.store(PAUSED, Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Stop the threads and sum what they saw, window by window.
+    pub fn finish(self) -> Vec<Stats> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut total = vec![Stats::default(); self.windows];
+        for thread in self.threads {
+            match thread.join() {
+                Ok(per_window) => {
+                    for (sum, st) in total.iter_mut().zip(per_window) {
+                        sum.merge(st);
+                    }
+                }
+                Err(_) => {
+                    if let Some(first) = total.first_mut() {
+                        first.other += 1;
+                        first
+                            .first_other
+                            .get_or_insert("a client thread panicked".into());
+                    }
+                }
+            }
+        }
+        for st in &mut total {
+            st.latencies.sort_unstable();
+            st.elapsed = self.started.elapsed();
+        }
+        total
+    }
+}
+
+fn background_client(
+    shared: &Shared,
+    addrs: &[SocketAddr],
+    index: usize,
+    clients: usize,
+    pause: Duration,
+    windows: usize,
+) -> Vec<Stats> {
+    let mut per_window = vec![Stats::default(); windows];
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        // Counted in flight before the window is read: once `pause` has seen none in
+        // flight, no attempt can still begin in the window it closed.
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let window = shared.window.load(Ordering::SeqCst);
+        let Some(stats) = per_window.get_mut(window) else {
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let turn = index as u64 + n * clients as u64;
+        let addr = addrs[(turn % addrs.len() as u64) as usize];
+        stats.record(attempt(addr, Some(loopback_source(index, n)), b""));
+        shared.done.fetch_add(1, Ordering::SeqCst);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        n += 1;
+        std::thread::sleep(pause);
+    }
+    per_window
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +400,50 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Some(Duration::from_millis(100)));
         assert_eq!(percentile(&v, 0.0), Some(Duration::from_millis(1)));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    /// A server that greets every client and waits for it to close, as the worker does.
+    fn greeter() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let _ = std::io::Write::write_all(&mut conn, b"* OK test\r\n");
+                let _ = conn.read(&mut [0u8; 16]);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn background_counts_each_attempt_in_the_window_it_began() {
+        let open = greeter();
+        // Bound, then dropped: nothing listens there any more.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let load = Background::start(vec![open, closed], 2, Duration::from_millis(1), 2);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(load.done(), 0, "paused until a window opens");
+        load.open(0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while load.done() < 8 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(load.pause(Duration::from_secs(5)));
+        let in_first = load.done();
+        load.open(1);
+        while load.done() < in_first + 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stats = load.finish();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(stats[0].ok + stats[0].failures(), in_first);
+        for st in &stats {
+            // Round-robin: half the attempts meet the greeter, half the closed port.
+            assert!(st.ok > 0 && st.refused > 0, "{st:?}");
+            assert_eq!(st.ok + st.refused, st.ok + st.failures(), "{st:?}");
+        }
     }
 }

@@ -3,16 +3,20 @@
 //! no old worker is left, reaped, and S x P new ones reported ready) and a SIGTERM stop (until
 //! the master exited), with the master's own CPU time for each. Every wait is bounded: what
 //! did not finish reads "not done after ...".
+//!
+//! A light client load (see [`LoadCounts`]) runs from the end of the start until the recycle
+//! is done, and again through the stop, each counted apart.
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use crate::limits::{self, Limits};
+use crate::load::{self, Background, Stats};
 use crate::master::{Kind, Master, ServiceSpec};
 use crate::procfs;
 use crate::ready::Ready;
@@ -59,20 +63,130 @@ pub struct PoolRun {
     pub cpu_start: Option<f64>,
     pub cpu_recycle: Option<f64>,
     pub cpu_stop: Option<f64>,
-    /// The bench's own CPU time (all its threads) while it waited for the recycle: what the
-    /// bench took from the two cores the master and its workers also need.
+    /// The bench's own CPU time (all its threads, the load's included) while it waited for
+    /// the recycle: what the bench took from the cores the master and its workers need.
     pub bench_cpu_recycle: Option<f64>,
+    /// Of that, the waiting thread's alone.
+    pub wait_cpu_recycle: Option<f64>,
+    /// The client load from the end of the start until the recycle was done.
+    pub load_recycle: Option<LoadCounts>,
+    /// The client load from the SIGTERM until the master exited.
+    pub load_stop: Option<LoadCounts>,
     /// The master's peak resident size, read after the recycle, in kB.
     pub master_hwm_kb: Option<f64>,
+}
+
+impl PoolRun {
+    fn not_started() -> PoolRun {
+        PoolRun {
+            start: Err("not started".into()),
+            recycle: Err("not started".into()),
+            recycle_not_done: false,
+            stop: Err("not started".into()),
+            cpu_start: None,
+            cpu_recycle: None,
+            cpu_stop: None,
+            bench_cpu_recycle: None,
+            wait_cpu_recycle: None,
+            load_recycle: None,
+            load_stop: None,
+            master_hwm_kb: None,
+        }
+    }
 }
 
 /// Settings shared by every run.
 pub struct Setup {
     pub worker: PathBuf,
+    /// Client threads of the load through recycle and stop; 0: no load.
+    pub load_clients: usize,
+    /// Each load client's pause after every connection.
+    pub load_pause: Duration,
+    /// The load also runs through the stop (else it stays paused from the end of the
+    /// recycle, and the stop is timed as without a load).
+    pub load_in_stop: bool,
     pub announce: bool,
     pub limit: Duration,
     pub stop_limit: Duration,
     pub limits: Limits,
+}
+
+/// What the client load saw in one phase of a run: each connection is connect, read the
+/// banner line, close.
+///
+/// Through the recycle every connection that did not get its whole banner is lost: the
+/// master must keep its listeners and enough workers throughout. Through the stop, refusals
+/// (listeners closed) and resets before any of the banner (the connection sat in a closed
+/// listener's queue: no worker had taken it) are expected and only reported; a connection
+/// cut after part of its banner (a worker took it and left it) is lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadCounts {
+    pub ok: u64,
+    /// Nothing listened.
+    pub refused: u64,
+    /// Connected, then reset or closed before the whole banner line, `cut` included.
+    pub reset: u64,
+    /// Of `reset`: after part of the banner.
+    pub cut: u64,
+    /// No connection or no banner within the client's bound.
+    pub timeout: u64,
+    pub other: u64,
+    /// Connect to banner, 99th percentile of the connections that got one.
+    pub p99_ms: Option<f64>,
+}
+
+impl LoadCounts {
+    pub fn of(stats: &Stats) -> LoadCounts {
+        LoadCounts {
+            ok: stats.ok,
+            refused: stats.refused,
+            reset: stats.reset,
+            cut: stats.cut,
+            timeout: stats.timeout,
+            other: stats.other,
+            p99_ms: stats.percentile_ms(99.0),
+        }
+    }
+
+    /// Every connection that did not get its banner: lost, through a recycle.
+    pub fn failed(&self) -> u64 {
+        self.refused + self.reset + self.timeout + self.other
+    }
+
+    /// Lost through a stop: only what a worker had taken and cut off.
+    pub fn lost_in_stop(&self) -> u64 {
+        self.cut
+    }
+}
+
+/// The load's windows: an attempt counts in the one open when it began.
+const THROUGH_RECYCLE: usize = 0;
+const THROUGH_STOP: usize = 1;
+
+/// The load over every service's port, round-robin, its threads waiting for a window.
+fn start_load(setup: &Setup, ports: &[u16]) -> Option<Background> {
+    if setup.load_clients == 0 {
+        return None;
+    }
+    let addrs = ports
+        .iter()
+        .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect();
+    Some(Background::start(
+        addrs,
+        setup.load_clients,
+        setup.load_pause,
+        THROUGH_STOP + 1,
+    ))
+}
+
+/// Let every load client get through a connection or so, so that the load is under way
+/// when the SIGHUP goes.
+fn warm_up(load: &Background, clients: usize) {
+    let deadline = Instant::now() + load::CLIENT_TIMEOUT * 2;
+    while load.done() < clients as u64 && Instant::now() < deadline {
+        std::thread::sleep(TICK);
+    }
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -308,19 +422,47 @@ fn wait_recycled(master: &mut Master, ready: &mut Ready, want: usize, limit: Dur
     }
 }
 
+/// The recycle of a started pool, under the client load (returned, paused, for the stop).
+fn recycle(
+    master: &mut Master,
+    ready: &mut Ready,
+    want: usize,
+    setup: &Setup,
+    ports: &[u16],
+    run: &mut PoolRun,
+) -> Option<Background> {
+    let load = start_load(setup, ports);
+    if let Some(load) = &load {
+        load.open(THROUGH_RECYCLE);
+        warm_up(load, setup.load_clients);
+    }
+    let cpu_before = cpu(master);
+    let bench_cpu_before = procfs::own_cpu_seconds();
+    let wait_cpu_before = procfs::thread_cpu_seconds();
+    run.recycle = wait_recycled(master, ready, want, setup.limit);
+    run.bench_cpu_recycle = delta(bench_cpu_before, procfs::own_cpu_seconds());
+    run.wait_cpu_recycle = delta(wait_cpu_before, procfs::thread_cpu_seconds());
+    run.recycle_not_done = run
+        .recycle
+        .as_ref()
+        .is_err_and(|e| e.starts_with("not done"));
+    run.cpu_recycle = delta(cpu_before, cpu(master));
+    if let Some(load) = &load {
+        // What began during the recycle ends before the SIGTERM, so that nothing the stop
+        // did is laid at the recycle's door.
+        if !load.pause(load::CLIENT_TIMEOUT * 3) {
+            eprintln!(
+                "{}: load clients still busy after the recycle",
+                master.kind.label()
+            );
+        }
+    }
+    load
+}
+
 /// One run of `shape` under one master: start, recycle, stop; cleaned up whatever happens.
 pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> PoolRun {
-    let mut run = PoolRun {
-        start: Err("not started".into()),
-        recycle: Err("not started".into()),
-        recycle_not_done: false,
-        stop: Err("not started".into()),
-        cpu_start: None,
-        cpu_recycle: None,
-        cpu_stop: None,
-        bench_cpu_recycle: None,
-        master_hwm_kb: None,
-    };
+    let mut run = PoolRun::not_started();
     let prepared = run_dir().and_then(|dir| {
         let ready = Ready::bind(&dir)?;
         let ports = free_ports(shape.services as usize)?;
@@ -353,28 +495,31 @@ pub fn run_pools(kind: Kind, program: &Path, shape: Shape, setup: &Setup) -> Poo
         }
     };
     run.start = wait_started(&mut master, &mut ready, want, since, setup.limit);
-    let cpu_started = cpu(&master);
-    run.cpu_start = cpu_started;
+    run.cpu_start = cpu(&master);
     let misfit = setup.limits.misfit(shape.workers());
+    let mut load = None;
     if let (Kind::Ringmaster, Some(why)) = (kind, &misfit) {
         // It keeps the old pool until the new one is up: forking into pid exhaustion would
         // make every other process on the machine fail to fork too.
         run.recycle = Err(format!("not run: {why}"));
     } else if run.start.is_ok() {
-        let bench_cpu_before = procfs::own_cpu_seconds();
-        run.recycle = wait_recycled(&mut master, &mut ready, want, setup.limit);
-        run.bench_cpu_recycle = delta(bench_cpu_before, procfs::own_cpu_seconds());
-        run.recycle_not_done = run
-            .recycle
-            .as_ref()
-            .is_err_and(|e| e.starts_with("not done"));
-        run.cpu_recycle = delta(cpu_started, cpu(&master));
+        load = recycle(&mut master, &mut ready, want, setup, &ports, &mut run);
     } else {
         run.recycle = Err("no start".into());
     }
     run.master_hwm_kb = master.rss_kb().1.map(|v| v as f64);
     let cpu_before_stop = cpu(&master);
+    if let (Some(load), true) = (&load, setup.load_in_stop) {
+        load.open(THROUGH_STOP);
+    }
     let (took, cpu_last) = master.terminate(setup.stop_limit);
+    if let Some(load) = load {
+        let windows = load.finish();
+        run.load_recycle = windows.get(THROUGH_RECYCLE).map(LoadCounts::of);
+        if setup.load_in_stop {
+            run.load_stop = windows.get(THROUGH_STOP).map(LoadCounts::of);
+        }
+    }
     run.stop = took.map(|d| d.as_secs_f64()).ok_or_else(|| {
         format!(
             "not done after {} s (then SIGKILL)",

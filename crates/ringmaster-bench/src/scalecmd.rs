@@ -11,7 +11,7 @@ use crate::limits;
 use crate::master::Kind;
 use crate::ondemand::{self, DemandRun};
 use crate::plot::{self, Series};
-use crate::scale::{self, Outcome, PoolRun, Setup, Shape};
+use crate::scale::{self, LoadCounts, Outcome, PoolRun, Setup, Shape};
 use crate::table::{fmt_ratio, fmt_spread, median_spread, Better};
 use crate::Common;
 
@@ -39,6 +39,18 @@ pub struct ScaleArgs {
     /// as in the issue's runs; Cyrus's master then logs a warning for each.
     #[arg(long)]
     no_announce: bool,
+    /// Client threads of the load run through each pool's recycle and stop (connect from a
+    /// 127.0.0.x address to each service's port in turn, read the banner, close, pause);
+    /// 0 runs none.
+    #[arg(long, default_value_t = 2)]
+    load_clients: usize,
+    /// Each load client's pause after every connection, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    load_pause_ms: u64,
+    /// Keep the load paused through the SIGTERM stop, so that the stop is timed as without
+    /// a load (Cyrus's master may not exit while clients keep connecting).
+    #[arg(long)]
+    no_stop_load: bool,
     /// Write the plot of recycle time and master CPU against workers here.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -110,8 +122,9 @@ fn pools(args: &ScaleArgs, setup: &Setup, masters: &[(Kind, PathBuf)]) {
         .filter_map(|s| Shape::parse(s).map_err(|e| eprintln!("skipped: {e}")).ok())
         .collect();
     println!(
-        "\n## pools: start, SIGHUP recycle, SIGTERM stop; seconds, median [min-max] of {} runs",
-        args.common.runs.max(1)
+        "\n## pools: start, SIGHUP recycle, SIGTERM stop; seconds, median [min-max] of {} runs; {}",
+        args.common.runs.max(1),
+        load_words(args)
     );
     let mut table = Vec::new();
     for shape in &shapes {
@@ -163,8 +176,132 @@ fn pools(args: &ScaleArgs, setup: &Setup, masters: &[(Kind, PathBuf)]) {
                 .collect();
             print_row(&label, what, &cells, Better::Lower);
         }
+        let bench_cpu: Cells = runs
+            .iter()
+            .map(|rs| option_cell(&rs.iter().map(|r| r.bench_cpu_recycle).collect::<Vec<_>>()))
+            .collect();
+        print_row(
+            &label,
+            "bench CPU s, recycle (load included)",
+            &bench_cpu,
+            Better::Neither,
+        );
+        print_load_rows(&label, runs);
     }
     plot_series(args, masters, &table);
+}
+
+/// How much load the pools ran under, for the title.
+fn load_words(args: &ScaleArgs) -> String {
+    if args.load_clients == 0 {
+        return "no client load (--load-clients 0)".into();
+    }
+    format!(
+        "a client load of {} threads, {} ms pause after each connection, from the end of \
+         the start until the recycle is done{}",
+        args.load_clients,
+        args.load_pause_ms,
+        if args.no_stop_load {
+            " (not through the stop: --no-stop-load)"
+        } else {
+            " and through the stop"
+        }
+    )
+}
+
+/// The load's rows, when it ran: connections that got a banner, and those that did not,
+/// through the recycle and through the stop (failures summed over the runs, so that a
+/// single loss shows).
+fn print_load_rows(label: &str, runs: &[Vec<PoolRun>]) {
+    type Phase = fn(&PoolRun) -> Option<LoadCounts>;
+    let phases: [(&str, Phase); 2] = [("recycle", |r| r.load_recycle), ("stop", |r| r.load_stop)];
+    for (phase, get) in phases {
+        if runs.iter().flatten().all(|r| get(r).is_none()) {
+            continue;
+        }
+        let ok: Cells = runs
+            .iter()
+            .map(|rs| {
+                option_cell(
+                    &rs.iter()
+                        .map(|r| get(r).map(|c| c.ok as f64))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        print_row(
+            label,
+            &format!("load through {phase}: connections ok"),
+            &ok,
+            Better::Neither,
+        );
+        if phase == "recycle" {
+            // A master that lets the old pool go first makes clients wait for a new worker.
+            let p99: Cells = runs
+                .iter()
+                .map(|rs| {
+                    option_cell(
+                        &rs.iter()
+                            .map(|r| get(r).and_then(|c| c.p99_ms))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            print_row(
+                label,
+                "load through recycle: connect to banner p99 ms",
+                &p99,
+                Better::Lower,
+            );
+        }
+        let failed: Cells = runs
+            .iter()
+            .map(|rs| {
+                failed_cell(
+                    &rs.iter().filter_map(get).collect::<Vec<_>>(),
+                    phase == "stop",
+                )
+            })
+            .collect();
+        let what = if phase == "stop" {
+            "load through stop: lost; not lost: refused/reset/timeout (all runs)"
+        } else {
+            "load through recycle: failed (refused/reset/timeout) (all runs)"
+        };
+        print_row(label, what, &failed, Better::Lower);
+    }
+}
+
+/// Failures summed over `runs`: through a recycle every one is lost, `total (refused/reset
+/// /timeout)`; through a stop only a connection cut after part of its banner is, `lost;
+/// refused/reset before any banner/timeout` (see [`LoadCounts`]).
+fn failed_cell(runs: &[LoadCounts], stop: bool) -> (f64, String) {
+    if runs.is_empty() {
+        return (f64::NAN, "-".into());
+    }
+    let sum = |f: fn(&LoadCounts) -> u64| runs.iter().map(f).sum::<u64>();
+    let (refused, reset, timeout) = (sum(|c| c.refused), sum(|c| c.reset), sum(|c| c.timeout));
+    let other = sum(|c| c.other);
+    let other = if other > 0 {
+        format!(", {other} other")
+    } else {
+        String::new()
+    };
+    if stop {
+        let lost = sum(LoadCounts::lost_in_stop);
+        // `reset` counts the cut ones too; here they are the lost, apart.
+        let reset_untaken = reset - lost;
+        (
+            lost as f64,
+            format!("{lost}; {refused}/{reset_untaken}/{timeout}{other}"),
+        )
+    } else {
+        let failed = sum(LoadCounts::failed);
+        (
+            failed as f64,
+            format!("{failed} ({refused}/{reset}/{timeout}{other})"),
+        )
+    }
 }
 
 /// The plot's points (median of finished runs per shape) and the file.
@@ -279,6 +416,9 @@ pub fn run(mut args: ScaleArgs) {
     limits.describe();
     let setup = Setup {
         worker,
+        load_clients: args.load_clients,
+        load_pause: Duration::from_millis(args.load_pause_ms),
+        load_in_stop: !args.no_stop_load,
         announce: !args.no_announce,
         limit: secs(args.limit),
         stop_limit: secs(args.stop_limit),
@@ -319,5 +459,28 @@ mod tests {
         let none: Vec<Outcome> = vec![Err("not done after 9 s".into())];
         assert!(outcome_cell(&none).0.is_nan());
         assert_eq!(outcome_cell(&none).1, "**not done after 9 s**");
+    }
+
+    #[test]
+    fn load_failures_are_summed_and_a_stop_loses_only_cut_connections() {
+        let clean = LoadCounts {
+            ok: 100,
+            ..LoadCounts::default()
+        };
+        let lossy = LoadCounts {
+            ok: 90,
+            refused: 3,
+            reset: 2,
+            cut: 1,
+            timeout: 1,
+            ..LoadCounts::default()
+        };
+        assert_eq!(
+            failed_cell(&[clean, lossy], false),
+            (6.0, "6 (3/2/1)".into())
+        );
+        assert_eq!(failed_cell(&[clean, lossy], true), (1.0, "1; 3/1/1".into()));
+        assert_eq!(failed_cell(&[clean], false), (0.0, "0 (0/0/0)".into()));
+        assert!(failed_cell(&[], false).0.is_nan());
     }
 }
