@@ -53,15 +53,12 @@ pub fn own_cpu_seconds() -> Option<f64> {
     parse_cpu_ticks(&fs::read_to_string("/proc/self/stat").ok()?).map(|t| t as f64 / clock_ticks())
 }
 
-<<<<<<< HEAD
-=======
 /// User plus system CPU time of the calling thread alone, in seconds.
 pub fn thread_cpu_seconds() -> Option<f64> {
     parse_cpu_ticks(&fs::read_to_string("/proc/thread-self/stat").ok()?)
         .map(|t| t as f64 / clock_ticks())
 }
 
->>>>>>> s6-bench
 fn clock_ticks() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,
