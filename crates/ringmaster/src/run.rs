@@ -20,7 +20,7 @@ const EXIT_OSERR: i32 = 71;
 pub fn run(args: RunArgs) -> i32 {
     let args = &args;
     // While the lowest descriptor numbers are free: spawns stage a child's descriptors there.
-    sys::spawn::reserve_descriptor_slots();
+    let kept_by_children = sys::spawn::reserve_descriptor_slots();
     // First of all: signals are blocked and read from a signalfd from here on, so a signal
     // during start-up is handled like any other, and nothing ever runs in a handler.
     let signals = match sys::signals::SignalFd::install() {
@@ -46,6 +46,18 @@ pub fn run(args: RunArgs) -> i32 {
     };
     logging::init(target, args.verbose);
     info!("ringmaster {} (pid {})", crate::VERSION, std::process::id());
+    match kept_by_children {
+        None => warn!(
+            "no descriptor slots could be reserved: every spawn copies the master's whole \
+             descriptor table"
+        ),
+        // After an upgrade from an image without slots, its descriptors hold the low numbers.
+        Some(first) if first > 64 => info!(
+            "descriptor slots are high: each spawn copies the master's first {first} \
+             descriptors (a cold restart brings them down)"
+        ),
+        Some(_) => {}
+    }
     let code = run_logged(args, signals);
     info!("exiting with status {code}");
     code

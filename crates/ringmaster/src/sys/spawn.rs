@@ -41,6 +41,8 @@ pub use dispositions::disposition_changed;
     target_arch = "riscv64"
 ))]
 pub(super) use dispositions::KernelSigaction;
+#[cfg(test)]
+use slots::go_without as go_without_descriptor_slots;
 pub use slots::reserve as reserve_descriptor_slots;
 
 /// The first descriptor the child does not keep across exec.
@@ -239,9 +241,11 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Pid> {
             &start as *const ChildStart<'_> as *mut libc::c_void,
         )
     };
+    // Read before the slots are restored: a failed dup3 there would overwrite errno.
+    let clone_error = (pid < 0).then(io::Error::last_os_error);
     drop(staged);
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    if let Some(err) = clone_error {
+        return Err(err);
     }
     let child = Pid::from_raw(pid);
     match decode_report(start.report.load(Ordering::Acquire)) {
@@ -434,15 +438,19 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
     // (0) a table of our own, before anything in it changes: the master's is shared until
     // now. Only the few descriptors below the staged ones are copied (Linux 5.9+); an older
     // kernel copies them all.
+    // Past a successful close_range nothing at or above `first` is open any more, which
+    // bounds the fallback loop of (b).
+    let mut scan_limit = plan.fd_scan_limit;
     if let Some(first) = plan.unshare_from {
         if libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_UNSHARE,
-        ) != 0
-            && libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) != 0
+        ) == 0
         {
+            scan_limit = scan_limit.min(first);
+        } else if libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) != 0 {
             fail(report, Stage::FdTable);
         }
     }
@@ -462,7 +470,7 @@ unsafe fn child_steps(plan: &ChildPlan<'_>, report: &AtomicU64) -> ! {
         libc::CLOSE_RANGE_CLOEXEC,
     ) != 0
     {
-        for fd in FIRST_CLOSED_FD..plan.fd_scan_limit {
+        for fd in FIRST_CLOSED_FD..scan_limit {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags >= 0
                 && flags & libc::FD_CLOEXEC == 0

@@ -22,6 +22,9 @@ use ringmaster_proto::LISTEN_FD;
 /// The lowest number a slot may have: above the child's fds 3 and 4, so that staging never
 /// touches a descriptor the child keeps, and never 0-2, which the child inherits as they are.
 const LOWEST_SLOT: RawFd = LISTEN_FD + 1;
+/// The kernel copies a table in steps of 64 entries (one word of its bitmaps), so the child
+/// keeps whole steps: the few extra entries are closed at exec like every other.
+const TABLE_STEP: RawFd = 64;
 
 /// A thread's two slots, and what fills them between spawns.
 struct Slots {
@@ -36,15 +39,21 @@ thread_local! {
     static SLOTS: RefCell<Option<Option<Slots>>> = const { RefCell::new(None) };
 }
 
-/// Take this thread's slots now, while the lowest numbers are still free. The master calls it
-/// first thing; anything else gets its slots at its first spawn.
-pub fn reserve() {
+/// Take this thread's slots now, while the lowest numbers are still free, and say from which
+/// number a child may drop the master's descriptors (None: it copies the whole table). The
+/// master calls it first thing; anything else gets its slots at its first spawn.
+pub fn reserve() -> Option<RawFd> {
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
-        if slots.is_none() {
-            *slots = Some(open().ok());
-        }
-    });
+        let slots = slots.get_or_insert_with(|| open().ok());
+        slots.as_ref().map(Slots::unshare_from)
+    })
+}
+
+/// For tests: this thread's children copy the whole table, as without slots.
+#[cfg(test)]
+pub fn go_without() {
+    SLOTS.with(|slots| *slots.borrow_mut() = Some(None));
 }
 
 fn open() -> io::Result<Slots> {
@@ -65,6 +74,13 @@ fn open() -> io::Result<Slots> {
         status: low_copy(&null)?,
         listen: low_copy(&null)?,
     })
+}
+
+impl Slots {
+    fn unshare_from(&self) -> RawFd {
+        let highest = self.status.as_raw_fd().max(self.listen.as_raw_fd());
+        (highest / TABLE_STEP + 1) * TABLE_STEP
+    }
 }
 
 /// The child's descriptors, staged on the slots for the time of one spawn; dropping it puts
@@ -94,18 +110,21 @@ pub fn stage(status_fd: Option<RawFd>, listen_fd: Option<RawFd>) -> io::Result<O
         let mut staged = Staged {
             status_fd: None,
             listen_fd: None,
-            unshare_from: status_slot.max(listen_slot) + 1,
+            unshare_from: slots.unshare_from(),
             filler: slots.filler.as_raw_fd(),
             slots: [status_slot, listen_slot],
         };
-        // Without CLOEXEC: the child keeps them until it has put them on 3 and 4.
+        // With CLOEXEC, as the originals: a process that another thread execs meanwhile must
+        // not keep a copy. The child's dup2 onto 3 and 4 clears the flag on those.
         let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         if let Some(fd) = status_fd {
-            dup_onto(fd, status_slot, 0).map_err(|e| context("staging the status pipe", e))?;
+            dup_onto(fd, status_slot, libc::O_CLOEXEC)
+                .map_err(|e| context("staging the status pipe", e))?;
             staged.status_fd = Some(status_slot);
         }
         if let Some(fd) = listen_fd {
-            dup_onto(fd, listen_slot, 0).map_err(|e| context("staging the listener", e))?;
+            dup_onto(fd, listen_slot, libc::O_CLOEXEC)
+                .map_err(|e| context("staging the listener", e))?;
             staged.listen_fd = Some(listen_slot);
         }
         Ok(Some(staged))

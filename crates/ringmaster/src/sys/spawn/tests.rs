@@ -237,55 +237,123 @@ fn fds_3_and_4_are_closed_when_not_given() {
     assert_eq!(fd_numbers(&report), vec![0, 1, 2], "{report}");
 }
 
+/// `fd`'s FD_CLOEXEC flag, or None when it is not open.
+fn cloexec(fd: RawFd) -> Option<bool> {
+    // SAFETY: F_GETFD on a number; a closed one fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    (flags >= 0).then_some(flags & libc::FD_CLOEXEC != 0)
+}
+
 #[test]
-fn a_child_of_a_crowded_table_gets_only_its_own_descriptors() {
+fn a_child_of_a_crowded_table_copies_only_its_lowest_entries() {
     let dir = TempDir::new("spawn-crowded");
     let out = dir.path().join("out");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    // Thousands of descriptors, as a master with a thousand services holds, every tenth
-    // without CLOEXEC: none of them may reach the child.
-    let crowd: Vec<OwnedFd> = (0..3000)
-        .map(|i| {
-            let flags = if i % 10 == 0 {
+    // In a forked copy: its own descriptor limit, and no other thread forks meanwhile.
+    let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(20), || {
+        // Slots first, as the master takes them, then the crowd above them: 900 descriptors
+        // (under the usual soft limit of 1024), every tenth without CLOEXEC.
+        let Some(kept) = reserve_descriptor_slots() else {
+            return false;
+        };
+        let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            return false;
+        };
+        let mut crowd: Vec<(OwnedFd, bool)> = Vec::new();
+        for i in 0..900 {
+            let inherit = i % 10 == 0;
+            let flags = if inherit {
                 OFlag::O_RDONLY
             } else {
                 OFlag::O_RDONLY | OFlag::O_CLOEXEC
             };
-            nix::fcntl::open("/dev/null", flags, nix::sys::stat::Mode::empty())
-                .map(|fd| {
-                    // SAFETY: open just returned this descriptor; nothing else owns it.
-                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-                })
-                .expect("open")
-        })
-        .collect();
+            let Ok(fd) = nix::fcntl::open("/dev/null", flags, nix::sys::stat::Mode::empty()) else {
+                return false;
+            };
+            // SAFETY: open just returned this descriptor; nothing else owns it.
+            crowd.push((
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+                !inherit,
+            ));
+        }
+        let mut spec = sh(FD_SCRIPT, &out);
+        spec.listen_fd = Some(listener.as_raw_fd());
+        let Ok(pid) = spawn(&spec) else { return false };
+        let exited = matches!(
+            wait_for(pid, Duration::from_secs(10)),
+            WaitStatus::Exited(_, 0)
+        );
+        let report = std::fs::read_to_string(&out).unwrap_or_default();
+        // The master's own table is as it was: every descriptor open, its flag unchanged.
+        let untouched = crowd
+            .iter()
+            .all(|(fd, flag)| cloexec(fd.as_raw_fd()) == Some(*flag));
+        exited
+            && kept <= 128
+            && untouched
+            && fd_numbers(&report) == vec![0, 1, 2, 4]
+            && report.contains(&link_of(&listener))
+    });
+    assert!(ok, "see the conditions at the end of the forked body");
+}
+
+#[test]
+fn without_slots_a_child_still_gets_exactly_its_descriptors() {
+    // The path of a thread whose slots could not be had: the child copies the whole table.
+    crate::sys::spawn::go_without_descriptor_slots();
+    let dir = TempDir::new("spawn-noslots");
+    let out = dir.path().join("out");
+    let (_status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let leaky: OwnedFd =
+        nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+            .map(|fd| {
+                // SAFETY: open just returned this descriptor; nothing else owns it.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })
+            .expect("open");
     let mut spec = sh(FD_SCRIPT, &out);
+    spec.status_fd = Some(status_w.as_raw_fd());
     spec.listen_fd = Some(listener.as_raw_fd());
     let status = run(&spec);
     assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
     let report = std::fs::read_to_string(&out).expect("child output");
-    assert_eq!(fd_numbers(&report), vec![0, 1, 2, 4], "{report}");
+    assert_eq!(fd_numbers(&report), vec![0, 1, 2, 3, 4], "{report}");
+    assert!(report.contains(&link_of(&status_w)), "{report}");
     assert!(report.contains(&link_of(&listener)), "{report}");
-    drop(crowd);
+    assert_eq!(
+        cloexec(leaky.as_raw_fd()),
+        Some(false),
+        "the master's flag is kept"
+    );
 }
 
 #[test]
 fn a_listener_handed_to_a_child_closes_with_its_last_owner() {
     // The master's copy staged for the child must be gone once spawn returns: a listener the
-    // master closes after its worker exited refuses connections at once.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let mut spec = sh("exit 0", Path::new("/dev/null"));
-    spec.listen_fd = Some(listener.as_raw_fd());
-    let status = run(&spec);
-    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
-    drop(listener);
-    let refused =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.kind());
-    assert_eq!(
-        refused.err(),
-        Some(std::io::ErrorKind::ConnectionRefused),
-        "the listener outlived its last owner"
+    // master closes after its worker exited refuses connections at once. In a forked copy,
+    // so that no other test's fork holds a copy of it meanwhile.
+    let ok = crate::sys::testutil::in_forked_child(Duration::from_secs(20), || {
+        let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            return false;
+        };
+        let Ok(addr) = listener.local_addr() else {
+            return false;
+        };
+        let mut spec = sh("exit 0", Path::new("/dev/null"));
+        spec.listen_fd = Some(listener.as_raw_fd());
+        let Ok(pid) = spawn(&spec) else { return false };
+        let exited = matches!(
+            wait_for(pid, Duration::from_secs(10)),
+            WaitStatus::Exited(_, 0)
+        );
+        drop(listener);
+        let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| e.kind());
+        exited && refused.err() == Some(std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        ok,
+        "the listener outlived its last owner (or the child failed)"
     );
 }
 
