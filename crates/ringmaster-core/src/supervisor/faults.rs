@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use super::log::Logs;
 use super::{Action, Field, LogEvent, Now, Phase, ServiceKey, Supervisor};
 use crate::config::Config;
 
@@ -315,16 +316,7 @@ impl Supervisor {
             {
                 continue;
             }
-            self.logs
-                .error(
-                    LogEvent::ReloadUnresolved,
-                    format!(
-                        "reload: service {} cannot be resolved; it goes on with its previous \
-                         configuration",
-                        s.spec.name
-                    ),
-                )
-                .with(Field::Service, &s.spec.name);
+            kept_unresolved(&mut self.logs, "service", &s.spec.name, Field::Service);
             new.services.push(s.spec.clone());
             untouched.services.insert(*key);
         }
@@ -332,16 +324,7 @@ impl Supervisor {
             if wanted(&new.unresolved.events, &e.spec.name)
                 && !new.events.iter().any(|n| n.name == e.spec.name)
             {
-                self.logs
-                    .error(
-                        LogEvent::ReloadUnresolved,
-                        format!(
-                            "reload: event {} cannot be resolved; it goes on with its previous \
-                             configuration",
-                            e.spec.name
-                        ),
-                    )
-                    .with(Field::Entry, &e.spec.name);
+                kept_unresolved(&mut self.logs, "event", &e.spec.name, Field::Entry);
                 new.events.push(e.spec.clone());
             }
         }
@@ -350,20 +333,22 @@ impl Supervisor {
                 && wanted(&new.unresolved.daemons, &d.spec.name)
                 && !new.daemons.iter().any(|n| n.name == d.spec.name)
             {
-                self.logs
-                    .error(
-                        LogEvent::ReloadUnresolved,
-                        format!(
-                            "reload: daemon {} cannot be resolved; it goes on with its \
-                             previous configuration",
-                            d.spec.name
-                        ),
-                    )
-                    .with(Field::Entry, &d.spec.name);
+                kept_unresolved(&mut self.logs, "daemon", &d.spec.name, Field::Entry);
                 new.daemons.push(d.spec.clone());
                 untouched.daemons.insert(d.spec.name.clone());
             }
         }
         untouched
     }
+}
+
+/// The record of an entry `keep_unresolved` leaves running as it was.
+fn kept_unresolved(logs: &mut Logs, kind: &str, name: &str, field: Field) {
+    logs.error(
+        LogEvent::ReloadUnresolved,
+        format!(
+            "reload: {kind} {name} cannot be resolved; it goes on with its previous configuration"
+        ),
+    )
+    .with(field, name);
 }
