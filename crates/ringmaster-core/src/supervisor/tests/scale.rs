@@ -26,22 +26,8 @@ struct Fake {
 
 fn service(i: u16, prefork: u32, maxchild: Option<u32>) -> ServiceEntry {
     ServiceEntry {
-        name: format!("s{i}"),
-        cmd: Command {
-            argv: vec!["worker".into()],
-        },
-        listen: Listen::Inet {
-            host: Some("127.0.0.1".into()),
-            port: 20000 + i,
-        },
-        proto: Proto::Tcp,
-        prefork,
-        maxchild,
-        maxforkrate: 0,
-        babysit: false,
-        maxfds: 0,
-        run_as: RunAs::default(),
-        location: Location::default(),
+        cmd: cmd("worker"),
+        ..super::service(&format!("s{i}"), 20000 + i, prefork, maxchild)
     }
 }
 
