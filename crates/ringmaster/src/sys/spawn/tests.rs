@@ -57,6 +57,18 @@ fn fd_numbers(listing: &str) -> Vec<i32> {
     fds
 }
 
+/// /dev/null, read-only, with or without CLOEXEC.
+fn dev_null(cloexec: bool) -> nix::Result<OwnedFd> {
+    let flags = if cloexec {
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_RDONLY
+    };
+    let fd = nix::fcntl::open("/dev/null", flags, nix::sys::stat::Mode::empty())?;
+    // SAFETY: open just returned this descriptor; nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 fn link_of(fd: &impl AsFd) -> String {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
         .expect("readlink")
@@ -81,13 +93,7 @@ fn child_gets_exactly_fds_0_to_4_a_clean_signal_state_and_its_env() {
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     // A descriptor without CLOEXEC must not leak into the child.
-    let leaky: OwnedFd =
-        nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-            .map(|fd| {
-                // SAFETY: open just returned this descriptor; nothing else owns it.
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-            })
-            .expect("open");
+    let leaky = dev_null(false).expect("open");
     let mut spec = sh(FD_SCRIPT, &out);
     spec.status_fd = Some(status_w.as_raw_fd());
     spec.listen_fd = Some(listener.as_raw_fd());
@@ -260,20 +266,11 @@ fn a_child_of_a_crowded_table_copies_only_its_lowest_entries() {
         };
         let mut crowd: Vec<(OwnedFd, bool)> = Vec::new();
         for i in 0..900 {
-            let inherit = i % 10 == 0;
-            let flags = if inherit {
-                OFlag::O_RDONLY
-            } else {
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC
-            };
-            let Ok(fd) = nix::fcntl::open("/dev/null", flags, nix::sys::stat::Mode::empty()) else {
+            let cloexec = i % 10 != 0;
+            let Ok(fd) = dev_null(cloexec) else {
                 return false;
             };
-            // SAFETY: open just returned this descriptor; nothing else owns it.
-            crowd.push((
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-                !inherit,
-            ));
+            crowd.push((fd, cloexec));
         }
         let mut spec = sh(FD_SCRIPT, &out);
         spec.listen_fd = Some(listener.as_raw_fd());
@@ -304,13 +301,7 @@ fn without_slots_a_child_still_gets_exactly_its_descriptors() {
     let out = dir.path().join("out");
     let (_status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let leaky: OwnedFd =
-        nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-            .map(|fd| {
-                // SAFETY: open just returned this descriptor; nothing else owns it.
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-            })
-            .expect("open");
+    let leaky = dev_null(false).expect("open");
     let mut spec = sh(FD_SCRIPT, &out);
     spec.status_fd = Some(status_w.as_raw_fd());
     spec.listen_fd = Some(listener.as_raw_fd());
