@@ -243,6 +243,13 @@ impl Harness {
         });
     }
 
+    /// Each of `pids` says it is ready (AVAILABLE), as an announcing worker does at start.
+    fn announce(&mut self, pids: &[Pid]) {
+        for &pid in pids {
+            self.note(pid, Message::Available);
+        }
+    }
+
     fn exit(&mut self, pid: Pid, status: ExitStatus) {
         self.feed(Input::Exited {
             pid,

@@ -43,9 +43,7 @@ fn announcing_pools_keep_old_workers_until_replacements_are_ready() {
 fn busy_old_workers_of_announcing_pools_stay_until_a_replacement_is_ready() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
     let old = h.workers_of("imap");
-    for &w in &old {
-        h.note(w, Message::Available);
-    }
+    h.announce(&old);
     h.note(old[0], Message::Connection);
     // (A third worker was forked to keep two ready; it has not announced yet.)
     let before = h.workers_of("imap");
@@ -74,9 +72,7 @@ fn busy_old_workers_of_announcing_pools_stay_until_a_replacement_is_ready() {
 fn a_full_pool_is_replaced_one_worker_at_a_time() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 2, Some(2))]));
     let old = h.workers_of("imap");
-    for &w in &old {
-        h.note(w, Message::Available);
-    }
+    h.announce(&old);
     h.pending_config = Some(config(vec![service("imap", 143, 2, Some(2))]));
     h.feed(Input::ReloadRequested);
     h.advance(Duration::from_millis(1));
@@ -115,17 +111,13 @@ fn a_reload_whose_bind_fails_leaves_the_old_service_serving() {
 fn no_more_old_workers_are_kept_than_replacements_come() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
     let first = h.workers_of("imap");
-    for &w in &first {
-        h.note(w, Message::Available);
-    }
+    h.announce(&first);
     // A client came and went: a third worker was forked and is ready too.
     h.note(first[0], Message::Connection);
     h.note(first[0], Message::Available);
     let old = h.workers_of("imap");
     assert_eq!(old.len(), 3);
-    for &w in &old {
-        h.note(w, Message::Available);
-    }
+    h.announce(&old);
     h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
     h.feed(Input::ReloadRequested);
     let hupped: Vec<Pid> = old
@@ -144,9 +136,7 @@ fn no_more_old_workers_are_kept_than_replacements_come() {
         .filter(|p| !old.contains(p))
         .collect();
     assert_eq!(new.len(), 2);
-    for w in new {
-        h.note(w, Message::Available);
-    }
+    h.announce(&new);
     for &w in &old {
         assert_eq!(
             h.signals_to(w),
@@ -211,9 +201,7 @@ fn reload_adds_removes_and_moves_services() {
 fn two_announcements_in_one_batch_retire_two_held_workers() {
     let mut h = Harness::booted(config(vec![service("imap", 143, 2, None)]));
     let old = h.workers_of("imap");
-    for &w in &old {
-        h.note(w, Message::Available);
-    }
+    h.announce(&old);
     h.pending_config = Some(config(vec![service("imap", 143, 2, None)]));
     h.feed(Input::ReloadRequested);
     assert!(old.iter().all(|p| h.signals_to(*p).is_empty()));
