@@ -140,13 +140,7 @@ fn a_reload_leaves_a_running_service_it_cannot_resolve_untouched() {
 
 #[test]
 fn a_reload_leaves_a_running_daemon_it_cannot_resolve_untouched() {
-    let daemon = DaemonEntry {
-        name: "notifier".into(),
-        cmd: cmd("notifier"),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    };
+    let daemon = daemon("notifier", "notifier");
     let mut c = config(vec![]);
     c.daemons.push(daemon);
     let mut h = Harness::booted(c);

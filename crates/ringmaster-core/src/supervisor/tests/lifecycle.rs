@@ -35,11 +35,8 @@ fn start_commands_run_in_order_and_failure_stops() {
 fn wait_daemons_gate_services() {
     let mut c = config(vec![service("imap", 143, 1, None)]);
     c.daemons.push(DaemonEntry {
-        name: "idled".into(),
-        cmd: cmd("idled"),
         wait: true,
-        run_as: RunAs::default(),
-        location: Location::default(),
+        ..daemon("idled", "idled")
     });
     let mut h = Harness::booted(c);
     assert!(!h.ready);
@@ -57,13 +54,7 @@ fn wait_daemons_gate_services() {
 #[test]
 fn daemons_restart_with_backoff() {
     let mut c = config(vec![]);
-    c.daemons.push(DaemonEntry {
-        name: "notifier".into(),
-        cmd: cmd("notifier"),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    });
+    c.daemons.push(daemon("notifier", "notifier"));
     let mut h = Harness::booted(c);
     assert_eq!(h.spawned.len(), 1);
     let pid = h.spawned[0].0;
@@ -167,13 +158,7 @@ fn graceful_stop_lets_clients_finish() {
 
 #[test]
 fn a_daemon_removed_then_added_back_before_it_ends_starts_again() {
-    let daemon = |cmdline: &str| DaemonEntry {
-        name: "notifier".into(),
-        cmd: cmd(cmdline),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    };
+    let daemon = |cmdline: &str| daemon("notifier", cmdline);
     let mut c = config(vec![]);
     c.daemons.push(daemon("notifier"));
     let mut h = Harness::booted(c);
@@ -196,13 +181,7 @@ fn a_daemon_removed_then_added_back_before_it_ends_starts_again() {
 #[test]
 fn a_daemon_that_ignores_a_reloads_sigterm_is_killed_and_leaves_no_deadline_in_the_past() {
     let mut c = config(vec![]);
-    c.daemons.push(DaemonEntry {
-        name: "notifier".into(),
-        cmd: cmd("notifier"),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    });
+    c.daemons.push(daemon("notifier", "notifier"));
     let mut h = Harness::booted(c.clone());
     let pid = h.spawned[0].0;
     h.pending_config = Some(c);
@@ -248,11 +227,8 @@ fn a_daemon_death_while_waiting_for_a_wait_daemon_leaves_no_deadline_in_the_past
     let mut c = config(vec![]);
     for (name, wait) in [("idled", true), ("notifier", false)] {
         c.daemons.push(DaemonEntry {
-            name: name.into(),
-            cmd: cmd(name),
             wait,
-            run_as: RunAs::default(),
-            location: Location::default(),
+            ..daemon(name, name)
         });
     }
     let mut h = Harness::booted(c);

@@ -59,6 +59,17 @@ fn cmd(text: &str) -> Command {
     }
 }
 
+/// A DAEMON entry that does not hold the services back (`wait=n`).
+fn daemon(name: &str, program: &str) -> DaemonEntry {
+    DaemonEntry {
+        name: name.into(),
+        cmd: cmd(program),
+        wait: false,
+        run_as: RunAs::default(),
+        location: Location::default(),
+    }
+}
+
 fn service(name: &str, port: u16, prefork: u32, maxchild: Option<u32>) -> ServiceEntry {
     ServiceEntry {
         name: name.to_string(),

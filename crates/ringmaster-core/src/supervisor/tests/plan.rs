@@ -12,16 +12,6 @@ fn event(name: &str, minutes: u32) -> EventEntry {
     }
 }
 
-fn daemon(name: &str, program: &str) -> DaemonEntry {
-    DaemonEntry {
-        name: name.into(),
-        cmd: cmd(program),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    }
-}
-
 fn change_of(plan: &ReloadPlan, name: &str) -> (ServiceChange, u32) {
     let s = plan.services.iter().find(|s| s.name == name).expect(name);
     (s.change, s.recycle)

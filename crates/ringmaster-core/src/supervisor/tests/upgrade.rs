@@ -4,13 +4,7 @@ use super::*;
 
 fn full_config() -> Config {
     let mut c = config(vec![service("imap", 143, 2, Some(10))]);
-    c.daemons.push(DaemonEntry {
-        name: "notifier".into(),
-        cmd: cmd("notifier"),
-        wait: false,
-        run_as: RunAs::default(),
-        location: Location::default(),
-    });
+    c.daemons.push(daemon("notifier", "notifier"));
     c.events.push(EventEntry {
         name: "checkpoint".into(),
         cmd: cmd("ctl_cyrusdb -c"),
