@@ -99,10 +99,9 @@ pub struct Staged {
 /// Stage `status_fd` and `listen_fd` on this thread's slots, or None when the thread has none
 /// (the child then gets a copy of the whole table, as with fork).
 pub fn stage(status_fd: Option<RawFd>, listen_fd: Option<RawFd>) -> io::Result<Option<Staged>> {
-    reserve();
     SLOTS.with(|slots| {
-        let slots = slots.borrow();
-        let Some(Some(slots)) = slots.as_ref() else {
+        let mut slots = slots.borrow_mut();
+        let Some(slots) = slots.get_or_insert_with(|| open().ok()) else {
             return Ok(None);
         };
         let status_slot = slots.status.as_raw_fd();
